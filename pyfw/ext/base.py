@@ -158,7 +158,7 @@ class Extension:
     revision: ClassVar[int] = 0
     options: ClassVar[tuple[Opt, ...]] = ()
     # Kernel registration constraints (struct xt_match / xt_target).
-    table: ClassVar[str | None] = None
+    table: ClassVar[str | frozenset[str] | None] = None  # one table or a set
     hooks: ClassVar[frozenset[str] | None] = None
     proto: ClassVar[int] = 0
     # The name saved and listed when it differs (e.g. "NOTRACK" -> "CT")
@@ -194,6 +194,10 @@ class Extension:
     @property
     def display_name(self) -> str:
         return self.real_name or self.name
+
+    def save_name(self, data: Any) -> str:
+        """The name after `-m`/`-j` in save text (an extension's `alias`)."""
+        return self.display_name
 
     def option(self, name: str) -> Opt:
         for opt in self.options:

@@ -469,3 +469,197 @@ def save_string(value: str) -> str:
         return " " + value
     escaped = "".join("\\" + c if c in "\"\\'" else c for c in value)
     return f' "{escaped}"'
+
+
+# ------------------------------------------- C strtoul, getaddrinfo services
+
+_C_SPACE = " \t\n\r\f\v"
+
+
+def c_strtoul(s: str, base: int) -> tuple[int | None, str, bool]:
+    """C strtoul(s, &end, base) for base 10 or 16, exactly: leading white
+    space, an optional sign (a minus negates modulo 2**64), "0x" for base 16.
+    Returns (value or None when nothing was converted, rest, overflowed);
+    on overflow the value is ULONG_MAX as in C."""
+    i, n = 0, len(s)
+    while i < n and s[i] in _C_SPACE:
+        i += 1
+    neg = False
+    if i < n and s[i] in "+-":
+        neg = s[i] == "-"
+        i += 1
+    digits = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if base == 16 and i + 1 < n and s[i] == "0" and s[i + 1] in "xX":
+        if i + 2 < n and s[i + 2] in digits:
+            i += 2
+        else:  # "0x" without digits: the "0" is the number
+            return 0, s[i + 1:], False
+    j = i
+    while j < n and s[j] in digits:
+        j += 1
+    if j == i:
+        return None, s, False
+    value = int(s[i:j], base)
+    if value > UINT_MAX[64]:
+        return UINT_MAX[64], s[j:], True
+    if neg:
+        value = -value & UINT_MAX[64]
+    return value, s[j:], False
+
+
+_GAI_PROTOS = ("tcp", "udp", "dccp", "udplite", "sctp")
+
+
+def gai_port(name: str) -> int:
+    """xtables_getportbyname, i.e. glibc getaddrinfo(NULL, name, NULL):
+    a string strtoul(…, 10) takes whole is a number, cut to int and then to
+    16 bits (65536 is port 0, "010" is 10); a negative int means a service
+    name, looked up for tcp, udp, dccp, udplite, sctp in that order.
+    Returns -1 when nothing resolves."""
+    value, rest, _ = c_strtoul(name, 10)
+    if name == "":
+        value, rest = 0, ""
+    if value is not None and rest == "":
+        num = value & 0xFFFFFFFF
+        if num < 0x80000000:
+            return num & 0xFFFF
+    for proto in _GAI_PROTOS:
+        port = service_to_port(name, proto)
+        if port != -1:
+            return port
+    return -1
+
+
+def parse_portrc_gai(ext: str, optname: str, arg: str) -> tuple[int, int]:
+    """XTTYPE_PORTRC (xtopt_parse_mport) into a two-port range, with the
+    messages naming `optname`: "a", "a:b", ":b", "a:", ":" (0:65535)."""
+    rng = [0, 0xFFFF]
+    nvals = 0
+    for part in arg.split(":"):
+        if nvals == 2:
+            raise ParameterProblem(
+                f'{ext}: Too many components for option "--{optname}" (max: 2)\n')
+        if part != "":
+            value = gai_port(part)
+            if value < 0:
+                raise ParameterProblem(f'Port "{part}" does not resolve to anything.\n')
+            rng[nvals] = value
+        nvals += 1
+    if nvals == 1:
+        rng[1] = rng[0]
+    return rng[0], rng[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _services_by_port() -> dict[tuple[int, str | None], str]:
+    table: dict[tuple[int, str | None], str] = {}
+    try:
+        with open("/etc/services", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                words = line.split("#", 1)[0].split()
+                if len(words) < 2 or "/" not in words[1]:
+                    continue
+                port_s, proto = words[1].split("/", 1)
+                if not port_s.isdigit():
+                    continue
+                table.setdefault((int(port_s), proto), words[0])
+                table.setdefault((int(port_s), None), words[0])
+    except OSError:
+        pass
+    return table
+
+
+def port_to_service(port: int, proto: str | None) -> str | None:
+    """getservbyport(htons(port), proto)->s_name: the first /etc/services
+    entry for that port (and protocol, when given); None when there is none."""
+    return _services_by_port().get((port, proto))
+
+
+def parse_ethermac_strtoul(arg: str) -> bytes:
+    """xtopt_parse_ethermac exactly: six strtoul(…, 16) numbers of at most two
+    characters each (sign and white space count), separated by ':'; empty
+    parts are 0, values are cut to 8 bits ("-1" is ff)."""
+    out = bytearray()
+    rest = arg
+    for i in range(6):
+        value, end, _ = c_strtoul(rest, 16)
+        if value is None:
+            value, end = 0, rest
+        used = len(rest) - len(end)
+        sep_ok = end.startswith(":") if i < 5 else end == ""
+        if not sep_ok or used > 2:
+            raise ParameterProblem("Invalid MAC address specified.")
+        out.append(value & 0xFF)
+        rest = end[1:]
+    return bytes(out)
+
+
+# ------------------------------- C-locale name compare, XTTYPE_HOSTMASK exactly
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def strncasecmp_eq(a: str, b: str, n: int) -> bool:
+    """strncasecmp(a, b, n) == 0 in the C locale: the first n characters
+    (fewer when a string ends first) agree ignoring ASCII case only.
+    Extensions use it for abbreviations: strncasecmp(word, "NEW", len(word))."""
+    return a[:n].translate(_ASCII_LOWER) == b[:n].translate(_ASCII_LOWER)
+
+
+def numeric_host_aton(arg: str) -> int | None:
+    """getaddrinfo(arg, AF_INET, AI_NUMERICHOST): inet_aton forms ("10" is
+    0.0.0.10, "10.1" is 10.0.0.1, "0x0a000001"); None when not numeric."""
+    try:
+        infos = socket.getaddrinfo(arg, None, socket.AF_INET, 0, 0, socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    for info in infos:
+        value = numeric_to_ipaddr(str(info[4][0]))
+        if value is not None:
+            return value
+    return None
+
+
+def parse_hostmask_xt(ext: str, optname: str, arg: str) -> tuple[int, int]:
+    """XTTYPE_HOSTMASK as xtopt_parse_hostmask does it: (address, mask).
+
+    The address is not masked.  The part after "/" is a prefix length 0-32,
+    else any numeric address taken as a mask ("/255.255.0.0", and also
+    "/33" = 0.0.0.33); a mask that is not contiguous leaves the mask at
+    /32, as libxtables' unsigned -1 prefix length does."""
+    if "/" not in arg:
+        return parse_host(arg), 0xFFFFFFFF
+    host, plen = arg.split("/", 1)
+    addr = parse_host(host)
+    bits = strtoul(plen, 0, 32)
+    if bits is None:
+        mask = numeric_host_aton(plen)
+        if mask is None:
+            raise ParameterProblem(
+                f'{ext}: bad value for option "--{optname}", neither a valid network mask '
+                "nor valid CIDR (0-32).\n")
+        bits = mask_to_cidr(mask)
+        if bits < 0:
+            return addr, 0xFFFFFFFF
+    return addr, mask_from_prefix(bits)
+
+
+def ipmask_to_numeric(mask: int) -> str:
+    """xtables_ipmask_to_numeric: "" for /32, "/N", or "/a.b.c.d" when the
+    mask is not contiguous."""
+    cidr = mask_to_cidr(mask)
+    if cidr == -1:
+        return "/" + ip_to_str(mask)
+    if cidr == 32:
+        return ""
+    return f"/{cidr}"
+
+
+def ipaddr_to_anyname(addr: int) -> str:
+    """xtables_ipaddr_to_anyname: getnameinfo's host name (which is the
+    numeric form when the address has none)."""
+    try:
+        host, _ = socket.getnameinfo((ip_to_str(addr), 0), 0)
+    except (OSError, UnicodeError):
+        return ip_to_str(addr)
+    return host

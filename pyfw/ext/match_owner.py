@@ -1,0 +1,162 @@
+"""owner: match the socket owner of locally generated packets (revision 1,
+struct xt_owner_match_info).  The kernel allows it in OUTPUT and
+POSTROUTING only, and refuses reversed uid/gid ranges."""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from dataclasses import dataclass
+
+from pyfw.errors import EINVAL, KernelError, ParameterProblem
+from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
+from pyfw.ext.types import strtoul_end
+
+# match / invert bits (XT_OWNER_*)
+OWNER_UID = 1 << 0
+OWNER_GID = 1 << 1
+OWNER_SOCKET = 1 << 2
+OWNER_SUPPL_GROUPS = 1 << 3
+
+_ID_MAX = 0xFFFFFFFE  # (uid_t)-1 is reserved
+
+
+@dataclass
+class OwnerInfo:
+    uid_min: int = 0
+    uid_max: int = 0
+    gid_min: int = 0
+    gid_max: int = 0
+    match: int = 0
+    invert: int = 0
+
+
+def _bad(opt: str, arg: str) -> ParameterProblem:
+    return ParameterProblem(f'owner: Bad value for "{opt}" option: "{arg}"')
+
+
+def parse_id_range(arg: str, opt: str) -> tuple[int, int]:
+    """owner_parse_range: "N", "N-M" or "N:M", each 0..2**32-2."""
+    low, rest = strtoul_end(arg, 0, _ID_MAX)
+    if low is None:
+        raise _bad(opt, arg)
+    high = low
+    if rest[:1] in ("-", ":"):
+        high_v, rest = strtoul_end(rest[1:], 0, _ID_MAX)
+        if high_v is None:
+            raise _bad(opt, arg)
+        high = high_v
+    if rest != "":
+        raise _bad(opt, arg)
+    return low, high
+
+
+def _user_id(arg: str) -> int | None:
+    try:
+        return pwd.getpwnam(arg).pw_uid
+    except (KeyError, ValueError, UnicodeError):
+        return None
+
+
+def _group_id(arg: str) -> int | None:
+    try:
+        return grp.getgrnam(arg).gr_gid
+    except (KeyError, ValueError, UnicodeError):
+        return None
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError, ValueError):
+        return None
+
+
+def _group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except (KeyError, OverflowError, ValueError):
+        return None
+
+
+class Owner(Match):
+    name = "owner"
+    revision = 1
+    hooks = frozenset({"OUTPUT", "POSTROUTING"})
+    options = (
+        Opt("uid-owner", ArgType.STRING, invert=True),
+        Opt("gid-owner", ArgType.STRING, invert=True),
+        Opt("socket-exists", ArgType.NONE, invert=True),
+        Opt("suppl-groups", ArgType.NONE),
+    )
+
+    def new_data(self) -> OwnerInfo:
+        return OwnerInfo()
+
+    def parse(self, call: Call) -> None:
+        d: OwnerInfo = call.data
+        name = call.opt.name
+        arg = call.arg if call.arg is not None else ""
+        if name == "uid-owner":
+            uid = _user_id(arg)
+            low, high = (uid, uid) if uid is not None else parse_id_range(arg, "--uid-owner")
+            d.uid_min, d.uid_max = low, high
+            flag = OWNER_UID
+        elif name == "gid-owner":
+            gid = _group_id(arg)
+            low, high = (gid, gid) if gid is not None else parse_id_range(arg, "--gid-owner")
+            d.gid_min, d.gid_max = low, high
+            flag = OWNER_GID
+        elif name == "socket-exists":
+            flag = OWNER_SOCKET
+        else:
+            if not d.match & OWNER_GID:
+                raise _bad("--suppl-groups", "you need to use --gid-owner first")
+            d.match |= OWNER_SUPPL_GROUPS
+            return
+        if call.invert:
+            d.invert |= flag
+        d.match |= flag
+
+    def final_check(self, data: OwnerInfo, xflags: set[str], udata: dict[str, object]) -> None:
+        if not xflags:
+            raise ParameterProblem(
+                "owner: At least one of --uid-owner, --gid-owner or --socket-exists is required")
+
+    def check(self, data: OwnerInfo, ctx: CheckContext) -> None:
+        """owner_check: valid, ordered uid and gid ranges."""
+        if data.match & OWNER_UID and data.uid_max < data.uid_min:
+            raise KernelError(EINVAL)
+        if data.match & OWNER_GID and data.gid_max < data.gid_min:
+            raise KernelError(EINVAL)
+
+    def _items(self, d: OwnerInfo, labels: tuple[str, str, str, str], numeric: bool) -> str:
+        out = ""
+        for flag, label in zip((OWNER_SOCKET, OWNER_UID, OWNER_GID, OWNER_SUPPL_GROUPS), labels):
+            if not d.match & flag:
+                continue
+            if d.invert & flag:
+                out += " !"
+            out += " " + label
+            if flag in (OWNER_UID, OWNER_GID):
+                low, high = (d.uid_min, d.uid_max) if flag == OWNER_UID else (d.gid_min, d.gid_max)
+                if low != high:
+                    out += f" {low}-{high}"
+                    continue
+                if not numeric:
+                    name = _user_name(low) if flag == OWNER_UID else _group_name(low)
+                    if name is not None:
+                        out += " " + name
+                        continue
+                out += f" {low}"
+        return out
+
+    def save(self, data: OwnerInfo, ip: RuleIp) -> str:
+        return self._items(data, ("--socket-exists", "--uid-owner", "--gid-owner", "--suppl-groups"), True)
+
+    def print(self, data: OwnerInfo, ip: RuleIp, numeric: bool) -> str:
+        labels = ("owner socket exists", "owner UID match", "owner GID match", "incl. suppl. groups")
+        return self._items(data, labels, numeric)
+
+
+EXTENSIONS = [Owner()]

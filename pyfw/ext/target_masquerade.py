@@ -1,0 +1,27 @@
+"""MASQUERADE: SNAT to the outgoing interface's address (nat POSTROUTING).
+
+Revision 0 (compat range): `--to-ports A-B/C` is accepted and keeps the
+offset flag but not C, so it saves as /0, as iptables-legacy does.
+"""
+
+from __future__ import annotations
+
+from pyfw.ext.base import Opt
+from pyfw.ext.nat_common import NatTarget, range_opt
+
+
+class Masquerade(NatTarget):
+    name = "MASQUERADE"
+    hooks = frozenset({"POSTROUTING"})
+    options = (
+        range_opt("to-ports", mand=False),
+        Opt("random"),
+        Opt("random-fully"),
+    )
+    range_option = "to-ports"
+    save_prefix = "--to-ports "
+    print_prefix = "masq ports: "
+    skip_colon = True
+
+
+EXTENSIONS = [Masquerade()]

@@ -1,0 +1,279 @@
+"""The table operations behind each command, with libiptc's semantics, and
+the checks the kernel runs when a table is committed."""
+
+from __future__ import annotations
+
+from pyfw.errors import KernelError, OtherProblem
+from pyfw.ext import find_match, find_target
+from pyfw.ext.base import HOOKS, CheckContext
+from pyfw.ruleset.model import TABLE_NAMES, Chain, Rule, Ruleset, Table
+
+TEXT_EINVAL = "Invalid argument. Run `dmesg' for more information"
+TEXT_ENOENT = "No chain/target/match by that name"
+TEXT_EEXIST_CHAIN = "Chain already exists"
+TEXT_EEXIST = "File exists"
+TEXT_ENOTEMPTY = "Directory not empty"
+TEXT_EMLINK = "Too many links"
+TEXT_ELOOP = "Too many levels of symbolic links"
+TEXT_BAD_RULE = "Bad rule (does a matching rule exist in that chain?)"
+TEXT_BAD_BUILTIN = "Bad built-in chain name"
+TEXT_BAD_POLICY = "Bad policy name. Run `dmesg' for more information"
+
+
+class TableMissing(OtherProblem):
+    """iptc_init failed: the table does not exist."""
+
+
+def get_table(ruleset: Ruleset, name: str) -> Table:
+    if name not in TABLE_NAMES or name == "security":
+        raise TableMissing(name)
+    return ruleset.table(name)
+
+
+def get_chain(table: Table, name: str | None) -> Chain:
+    chain = table.chains.get(name or "")
+    if chain is None:
+        raise KernelError(TEXT_ENOENT)
+    return chain
+
+
+def check_jump_target(table: Table, rule: Rule) -> None:
+    """A jump must name a user chain (the kernel refuses built-ins)."""
+    t = rule.target
+    if t.kind == "jump":
+        chain = table.chains.get(t.name)
+        if chain is None:
+            raise KernelError(TEXT_ENOENT)
+        if chain.builtin:
+            raise KernelError(TEXT_EINVAL)
+
+
+def append(table: Table, chain: str, rules: list[Rule]) -> None:
+    c = get_chain(table, chain)
+    for r in rules:
+        check_jump_target(table, r)
+    c.rules.extend(rules)
+
+
+def insert(table: Table, chain: str, rulenum: int, rules: list[Rule]) -> None:
+    c = get_chain(table, chain)
+    index = rulenum - 1
+    if index > len(c.rules):
+        raise KernelError("Index of insertion too big")
+    for r in rules:
+        check_jump_target(table, r)
+    # iptables inserts each expanded rule at the same position in turn
+    for r in rules:
+        c.rules.insert(index, r)
+
+
+def replace(table: Table, chain: str, rulenum: int, rule: Rule) -> None:
+    c = get_chain(table, chain)
+    index = rulenum - 1
+    if index >= len(c.rules):
+        raise KernelError("Index of replacement too big")
+    check_jump_target(table, rule)
+    c.rules[index] = rule
+
+
+def find_rule(c: Chain, rule: Rule) -> int:
+    for i, r in enumerate(c.rules):
+        if r.same_as(rule):
+            return i
+    return -1
+
+
+def delete(table: Table, chain: str, rules: list[Rule]) -> None:
+    c = get_chain(table, chain)
+    failed = False
+    for r in rules:
+        i = find_rule(c, r)
+        if i < 0:
+            failed = True
+            continue
+        del c.rules[i]
+    if failed:
+        raise KernelError(TEXT_BAD_RULE)
+
+
+def delete_num(table: Table, chain: str, rulenum: int) -> None:
+    c = get_chain(table, chain)
+    if rulenum - 1 >= len(c.rules):
+        raise KernelError("Index of deletion too big")
+    del c.rules[rulenum - 1]
+
+
+def check(table: Table, chain: str, rules: list[Rule]) -> None:
+    c = get_chain(table, chain)
+    for r in rules:
+        if find_rule(c, r) < 0:
+            raise KernelError(TEXT_BAD_RULE)
+
+
+def flush(table: Table, chain: str | None) -> None:
+    if chain is None:
+        for c in table.chains.values():
+            c.rules.clear()
+        return
+    get_chain(table, chain).rules.clear()
+
+
+def zero(table: Table, chain: str | None) -> None:
+    chains = list(table.chains.values()) if chain is None else [get_chain(table, chain)]
+    for c in chains:
+        c.counters.zero()
+        for r in c.rules:
+            r.counters.zero()
+
+
+def zero_num(table: Table, chain: str, rulenum: int) -> None:
+    c = get_chain(table, chain)
+    if rulenum - 1 >= len(c.rules) or rulenum < 1:
+        raise KernelError("Index of counter too big")
+    c.rules[rulenum - 1].counters.zero()
+
+
+def new_chain(table: Table, name: str) -> None:
+    if name in table.chains:
+        raise KernelError(TEXT_EEXIST_CHAIN)
+    table.chains[name] = Chain(name)
+
+
+def delete_chain(table: Table, name: str | None) -> None:
+    if name is None:
+        error: KernelError | None = None
+        for c in [c for c in table.ordered_chains() if not c.builtin]:
+            try:
+                _delete_one_chain(table, c.name)
+            except KernelError as exc:
+                error = exc
+        if error is not None:
+            raise error
+        return
+    _delete_one_chain(table, name)
+
+
+def _delete_one_chain(table: Table, name: str) -> None:
+    c = table.chains.get(name)
+    if c is None:
+        raise KernelError(TEXT_ENOENT)
+    if c.builtin:
+        raise KernelError(TEXT_EINVAL)
+    if table.references(name):
+        raise KernelError(TEXT_EMLINK)
+    if c.rules:
+        raise KernelError(TEXT_ENOTEMPTY)
+    del table.chains[name]
+
+
+def rename_chain(table: Table, old: str, new: str) -> None:
+    c = table.chains.get(old)
+    if c is None:
+        raise KernelError(TEXT_ENOENT)
+    if new in table.chains:
+        raise KernelError(TEXT_EEXIST)
+    if c.builtin:
+        raise KernelError(TEXT_EINVAL)
+    c.name = new
+    table.chains = {(new if k == old else k): v for k, v in table.chains.items()}
+    for ch in table.chains.values():
+        for r in ch.rules:
+            if r.target.kind == "jump" and r.target.name == old:
+                r.target.name = new
+
+
+def set_policy(table: Table, chain: str, policy: str, counters: tuple[int, int] | None) -> None:
+    c = table.chains.get(chain)
+    if c is None or not c.builtin:
+        raise KernelError(TEXT_BAD_BUILTIN)
+    if policy not in ("ACCEPT", "DROP"):
+        raise KernelError(TEXT_BAD_POLICY)
+    c.policy = policy
+    if counters is not None:
+        c.counters.packets, c.counters.bytes = counters
+
+
+# ---------------------------------------------------------------- commit
+
+def chain_hooks(table: Table) -> dict[str, frozenset[str]]:
+    """For every chain, the hooks from which packets can reach it (the
+    kernel's `comefrom`), following jumps and gotos."""
+    reach: dict[str, set[str]] = {name: set() for name in table.chains}
+    for hook in table.builtin_names():
+        stack = [hook]
+        seen: set[str] = set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            reach[name].add(hook)
+            for r in table.chains[name].rules:
+                if r.target.kind == "jump" and r.target.name in table.chains:
+                    stack.append(r.target.name)
+    return {k: frozenset(v) for k, v in reach.items()}
+
+
+def find_loop(table: Table) -> bool:
+    """True when jumps between user chains form a cycle (kernel: ELOOP)."""
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> bool:
+        state[name] = 1
+        for r in table.chains[name].rules:
+            if r.target.kind != "jump" or r.target.name not in table.chains:
+                continue
+            nxt = r.target.name
+            s = state.get(nxt, 0)
+            if s == 1:
+                return True
+            if s == 0 and visit(nxt):
+                return True
+        state[name] = 2
+        return False
+
+    for name in table.chains:
+        if state.get(name, 0) == 0 and visit(name):
+            return True
+    return False
+
+
+def commit_check(table: Table) -> None:
+    """What translate_table and the extensions' checkentry refuse."""
+    if find_loop(table):
+        raise KernelError(TEXT_ELOOP)
+    hooks_of = chain_hooks(table)
+    for chain in table.chains.values():
+        hooks = hooks_of[chain.name]
+        for rule in chain.rules:
+            check_rule(table.name, chain.name, hooks, rule)
+
+
+def check_rule(table: str, chain: str, hooks: frozenset[str], rule: Rule) -> None:
+    ip = rule.ip
+    matches = tuple((m.name, m.data) for m in rule.matches)
+    target_name = rule.target.name if rule.target.kind == "extension" else None
+    for m in rule.matches:
+        ext = find_match(m.name)
+        if ext is None:
+            raise KernelError(TEXT_EINVAL)
+        _check_ext(ext, m.data, CheckContext(table, chain, hooks, ip, matches, target_name))
+    if rule.target.kind == "extension":
+        ext = find_target(rule.target.name)
+        if ext is None:
+            raise KernelError(TEXT_EINVAL)
+        _check_ext(ext, rule.target.data, CheckContext(table, chain, hooks, ip, matches, target_name))
+
+
+def _check_ext(ext, data, ctx: CheckContext) -> None:  # type: ignore[no-untyped-def]
+    allowed = ext.table
+    if allowed is not None and ctx.table not in ({allowed} if isinstance(allowed, str) else allowed):
+        raise KernelError(TEXT_EINVAL)
+    if ext.hooks is not None and ctx.hooks - ext.hooks:
+        raise KernelError(TEXT_EINVAL)
+    if ext.proto and (ctx.ip.proto != ext.proto or ctx.ip.invflags & 0x40):
+        raise KernelError(TEXT_EINVAL)
+    ext.check(data, ctx)
+
+
+__all__ = ["HOOKS"]
