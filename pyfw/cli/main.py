@@ -220,7 +220,7 @@ def _run_save(argv: list[str]) -> Result:
         if t is None:
             from pyfw.ruleset.model import BUILTIN_CHAINS
 
-            if table not in BUILTIN_CHAINS or table == "security":
+            if table not in BUILTIN_CHAINS:
                 return Result(1, "", f"{prog} {VERSION_TEXT}: Cannot initialize: "
                                      "Table does not exist (do you need to insmod?)\n")
             from pyfw.ruleset.model import Table

@@ -50,7 +50,7 @@ class ArgType(enum.Enum):
     MARKMASK32 = "markmask32"  # value (mark, mask)
     SYSLOGLEVEL = "sysloglevel"
     HOST = "host"          # value: int address (host order)
-    HOSTMASK = "hostmask"  # value: (int address, prefix length)
+    HOSTMASK = "hostmask"  # value: (int address, int mask)
     PROTOCOL = "protocol"  # value: protocol number
     PORT = "port"
     PORTRC = "portrc"      # value (lo, hi)
@@ -79,6 +79,9 @@ class Opt:
     excl: tuple[str, ...] = ()
     also: tuple[str, ...] = ()
     has_arg: int | None = None
+    # The option's id (enum O_*) where it differs from its place in the
+    # table: exclusion checks visit the other options in id order.
+    id: int | None = None
 
     @property
     def getopt_has_arg(self) -> int:
@@ -133,6 +136,8 @@ class Call:
     argv: ArgvCursor
     # Per-rule scratch an extension may use between parse and final_check.
     udata: dict[str, Any] = field(default_factory=dict)
+    # Warnings iptables prints on stderr while parsing (the command goes on).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

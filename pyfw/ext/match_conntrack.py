@@ -13,8 +13,12 @@ from dataclasses import dataclass
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.types import (
-    ip_to_str, ipaddr_to_anyname, ipmask_to_numeric, parse_hostmask_xt,
-    parse_portrc_gai, strncasecmp_eq,
+    ip_to_str,
+    ipaddr_to_anyname,
+    ipmask_to_numeric,
+    parse_hostmask_xt,
+    parse_portrc_gai,
+    strncasecmp_eq,
 )
 
 # match_flags / invert_flags bits (XT_CONNTRACK_*).

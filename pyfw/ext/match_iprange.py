@@ -29,7 +29,7 @@ class IprangeInfo:
     flags: int = 0
 
 
-def parse_range(arg: str, optname: str) -> tuple[int, int]:
+def parse_range(arg: str, optname: str, warnings: list[str] | None = None) -> tuple[int, int]:
     """iprange_parse_range: "a.b.c.d[-a.b.c.d]", numeric only (short forms
     like "10" are completed with zeros); a reversed range only warns."""
     if "-" in arg:
@@ -43,7 +43,11 @@ def parse_range(arg: str, optname: str) -> tuple[int, int]:
             raise ParameterProblem(f'iprange: Bad value for "{optname}" option: "{spec}"')
         values.append(value)
     if "-" in arg and values[0] > values[1]:
-        sys.stderr.write(f"xt_iprange: range {first}-{second} is reversed and will never match\n")
+        text = f"xt_iprange: range {first}-{second} is reversed and will never match\n"
+        if warnings is None:
+            sys.stderr.write(text)
+        else:
+            warnings.append(text)
     return values[0], values[1]
 
 
@@ -62,10 +66,10 @@ class Iprange(Match):
         d: IprangeInfo = call.data
         arg = call.arg if call.arg is not None else ""
         if call.opt.name == "src-range":
-            d.src_min, d.src_max = parse_range(arg, "--src-range")
+            d.src_min, d.src_max = parse_range(arg, "--src-range", call.warnings)
             d.flags |= IPRANGE_SRC | (IPRANGE_SRC_INV if call.invert else 0)
         else:
-            d.dst_min, d.dst_max = parse_range(arg, "--dst-range")
+            d.dst_min, d.dst_max = parse_range(arg, "--dst-range", call.warnings)
             d.flags |= IPRANGE_DST | (IPRANGE_DST_INV if call.invert else 0)
 
     def final_check(self, data: IprangeInfo, xflags: set[str], udata: dict[str, object]) -> None:

@@ -11,8 +11,15 @@ from __future__ import annotations
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.match_conntrack import (
-    F_STATE, F_STATE_ALIAS, STATE_ESTABLISHED, STATE_INVALID, STATE_NEW,
-    STATE_RELATED, STATE_UNTRACKED, ConntrackInfo, conntrack_dump,
+    F_STATE,
+    F_STATE_ALIAS,
+    STATE_ESTABLISHED,
+    STATE_INVALID,
+    STATE_NEW,
+    STATE_RELATED,
+    STATE_UNTRACKED,
+    ConntrackInfo,
+    conntrack_dump,
 )
 from pyfw.ext.types import strncasecmp_eq
 

@@ -24,6 +24,9 @@ _IDS = {"ttl-lt": "ttl-lt", "ttl-gt": "ttl-gt", "ttl-eq": "ttl-eq", "ttl": "ttl-
 _ID_ORDER = ("ttl-eq", "ttl-lt", "ttl-gt")
 _TABLE_ORDER = ("ttl-lt", "ttl-gt", "ttl-eq")
 
+# The id's own option entry, for the generic UINT8 parse and its messages.
+_UINT8 = {n: Opt(n, ArgType.UINT8) for n in _ID_ORDER}
+
 _SAVE = {EQ: " --ttl-eq", NE: " ! --ttl-eq", LT: " --ttl-lt", GT: " --ttl-gt"}
 _PRINT = {EQ: "TTL ==", NE: "TTL !=", LT: "TTL <", GT: "TTL >"}
 
@@ -43,7 +46,6 @@ class Ttl(Match):
         Opt("ttl-eq", ArgType.RAW, invert=True, multi=True),
         Opt("ttl", ArgType.RAW, invert=True, multi=True),
     )
-    _UINT8 = {n: Opt(n, ArgType.UINT8) for n in _ID_ORDER}
 
     def new_data(self) -> TtlData:
         return TtlData()
@@ -53,7 +55,7 @@ class Ttl(Match):
         ident = _IDS[call.opt.name]
         if ident in data.seen:
             raise fail(f'ttl: option "--{ident}" can only be used once.\n')
-        data.ttl = parse_typed("ttl", self._UINT8[ident], call.arg if call.arg is not None else "")
+        data.ttl = parse_typed("ttl", _UINT8[ident], call.arg if call.arg is not None else "")
         if ident == "ttl-eq":
             data.mode = NE if call.invert else EQ
         else:

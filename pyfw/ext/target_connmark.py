@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target, fail
+from pyfw.ext.types import fcheck_excl_id_order
 
 # enum XT_CONNMARK_*
 MODE_SET = 0
@@ -25,6 +26,9 @@ SHIFT_RIGHT = 1
 
 _U32 = 0xFFFFFFFF
 _OPS = ("set-xmark", "set-mark", "and-mark", "or-mark", "xor-mark", "save-mark", "restore-mark")
+# Option ids (O_*), which order the "cannot be used together" search.
+_ID_ORDER = ("set-mark", "save-mark", "restore-mark", "and-mark", "or-mark", "xor-mark",
+             "left-shift-mark", "right-shift-mark", "set-xmark", "ctmask", "nfmask", "mask")
 
 
 def _excl(name: str) -> tuple[str, ...]:
@@ -97,6 +101,7 @@ class Connmark(Target):
     def final_check(self, data: ConnmarkData, xflags: set[str], udata: dict[str, object]) -> None:
         if not xflags & set(_OPS):
             raise fail("CONNMARK target: No operation specified")
+        fcheck_excl_id_order(self.name, self.options, _ID_ORDER, xflags)
 
     def check(self, data: ConnmarkData, ctx: CheckContext) -> None:
         if data.shift_bits > 31:

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target, fail
+from pyfw.ext.types import fcheck_excl_id_order
 
 _OPS = ("set-xmark", "set-mark", "and-mark", "or-mark", "xor-mark")
+# Option ids (O_*), which order the "cannot be used together" search.
+_ID_ORDER = ("set-mark", "and-mark", "or-mark", "xor-mark", "set-xmark")
 
 
 def _excl(name: str) -> tuple[str, ...]:
@@ -61,6 +64,7 @@ class Mark(Target):
     def final_check(self, data: MarkData, xflags: set[str], udata: dict[str, object]) -> None:
         if not xflags:
             raise fail("MARK: One of the --set-xmark, --{and,or,xor,set}-mark options is required")
+        fcheck_excl_id_order(self.name, self.options, _ID_ORDER, xflags)
 
     def save(self, data: MarkData, ip: RuleIp) -> str:
         return f" --set-xmark 0x{data.mark:x}/0x{data.mask:x}"

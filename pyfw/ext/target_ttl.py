@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target, fail
+from pyfw.ext.types import fcheck_excl_id_order
 
 # enum IPT_TTL_*
 MODE_SET = 0
@@ -17,6 +18,8 @@ MODE_INC = 1
 MODE_DEC = 2
 
 _OPS = ("ttl-set", "ttl-dec", "ttl-inc")
+# Option ids (O_TTL_*), which order the "cannot be used together" search.
+_ID_ORDER = ("ttl-set", "ttl-inc", "ttl-dec")
 _SAVE = {MODE_SET: " --ttl-set", MODE_DEC: " --ttl-dec", MODE_INC: " --ttl-inc"}
 _PRINT = {MODE_SET: "set to", MODE_DEC: "decrement by", MODE_INC: "increment by"}
 
@@ -52,6 +55,7 @@ class TTL(Target):
     def final_check(self, data: TTLData, xflags: set[str], udata: dict[str, object]) -> None:
         if not xflags & set(_OPS):
             raise fail("TTL: You must specify an action")
+        fcheck_excl_id_order(self.name, self.options, _ID_ORDER, xflags)
 
     def check(self, data: TTLData, ctx: CheckContext) -> None:
         if data.mode > MODE_DEC or (data.mode != MODE_SET and data.ttl == 0):

@@ -55,6 +55,11 @@ def strtoul_prefix(s: str) -> tuple[int | None, str]:
 def strtoul(s: str, lo: int = 0, hi: int = 0) -> int | None:
     """xtables_strtoul without end pointer: the whole string, in [lo, hi]
     (hi 0 means no upper bound besides 2**64-1)."""
+    if s.isdigit() and s.isascii() and (s[0] != "0" or len(s) == 1):
+        value = int(s)  # plain decimal, the common case
+        if value > UINT_MAX[64] or value < lo or (hi != 0 and value > hi):
+            return None
+        return value
     value, rest = strtoul_prefix(s)
     if value is None or rest != "":
         return None
@@ -250,6 +255,11 @@ def parse_hostnetwork(name: str) -> list[int]:
 
 def ipparse_multiple(spec: str) -> list[tuple[int, int]]:
     """xtables_ipparse_multiple: comma list of host[/mask]; address & mask."""
+    return list(_ipparse_multiple(spec))
+
+
+@functools.lru_cache(maxsize=65536)
+def _ipparse_multiple(spec: str) -> tuple[tuple[int, int], ...]:
     out: list[tuple[int, int]] = []
     for item in spec.split(","):
         item = item.lstrip()
@@ -264,7 +274,7 @@ def ipparse_multiple(spec: str) -> list[tuple[int, int]]:
             host = "0.0.0.0"
         for addr in parse_hostnetwork(host):
             out.append((addr & mask, mask))
-    return out
+    return tuple(out)
 
 
 def parse_host(arg: str) -> int:
@@ -414,37 +424,20 @@ def parse_typed(ext: str, opt: Any, arg: str) -> Any:
     if t is T.HOST:
         return parse_host(arg)
     if t is T.HOSTMASK:
-        if "/" not in arg:
-            return parse_host(arg), 32
-        host, plen = arg.split("/", 1)
-        return parse_host(host), _parse_plen(ext, opt.name, plen)
+        return parse_hostmask_xt(ext, opt.name, arg)
     if t is T.PROTOCOL:
         return parse_protocol(arg)
     if t is T.PORT:
-        value = getportbyname(arg)
+        value = gai_port(arg)
         if value < 0:
             raise ParameterProblem(f'Port "{arg}" does not resolve to anything.\n')
         return value
     if t is T.PORTRC:
-        parts = arg.split(":")
-        if len(parts) > 2:
-            raise ParameterProblem(
-                f'{ext}: Too many components for option "--{opt.name}" (max: 2)\n')
-        rng = [0, 0xFFFF]
-        for i, p in enumerate(parts):
-            if p == "":
-                continue
-            v = getportbyname(p)
-            if v < 0:
-                raise ParameterProblem(f'Port "{p}" does not resolve to anything.\n')
-            rng[i] = v
-        if len(parts) == 1:
-            rng[1] = rng[0]
-        return rng[0], rng[1]
+        return parse_portrc_gai(ext, opt.name, arg)
     if t in (T.PLEN, T.PLENMASK):
         return _parse_plen(ext, opt.name, arg)
     if t is T.ETHERMAC:
-        return parse_ethermac(arg)
+        return parse_ethermac_strtoul(arg)
     return arg
 
 
@@ -550,7 +543,7 @@ def parse_portrc_gai(ext: str, optname: str, arg: str) -> tuple[int, int]:
     return rng[0], rng[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _services_by_port() -> dict[tuple[int, str | None], str]:
     table: dict[tuple[int, str | None], str] = {}
     try:
@@ -663,3 +656,17 @@ def ipaddr_to_anyname(addr: int) -> str:
     except (OSError, UnicodeError):
         return ip_to_str(addr)
     return host
+
+
+def fcheck_excl_id_order(ext: str, options: Any, id_order: tuple[str, ...], xflags: set[str]) -> None:
+    """xtables_options_fcheck's exclusion test for an extension whose option
+    ids are not in table order (MARK, CONNMARK, TTL): each used option, in
+    table order, against the others in id order; the first clash is the
+    one iptables reports.  For an extension's final_check, until Opt has ids."""
+    for opt in options:
+        if opt.name not in xflags:
+            continue
+        for other in id_order:
+            if other != opt.name and other in opt.excl and other in xflags:
+                raise ParameterProblem(
+                    f'{ext}: option "--{opt.name}" cannot be used together with "--{other}".\n')

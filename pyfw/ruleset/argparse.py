@@ -402,7 +402,10 @@ class _Parser:
             if c is None:
                 break
             optarg = g.optarg
-            if c == "A":
+            if c.__class__ is tuple:
+                if self.command_default(c, invert):
+                    continue
+            elif c == "A":
                 self.add_command(CMD_APPEND, CMD_NONE, invert)
                 p.chain = optarg
             elif c == "C":
@@ -725,6 +728,7 @@ class _Parser:
         call = Call(ext, opt, arg, invert, value, use.data, set(use.xflags),
                     RuleIp(self.p.base.proto, self.invflags), cursor, use.udata)
         ext.parse(call)
+        self.p.warnings.extend(call.warnings)
         self.g.optind = cursor.index
         use.xflags.add(opt.name)
 
@@ -756,12 +760,13 @@ def _generic_fcheck(use: ExtUse) -> None:
     """xtables_options_fcheck: mandatory, `also` and exclusive options."""
     ext = use.ext
     flags = use.xflags
+    by_id = sorted(enumerate(ext.options), key=lambda io: io[1].id if io[1].id is not None else io[0])
     for opt in ext.options:
         if opt.mand and opt.name not in flags:
             raise ParameterProblem(f'{ext.name}: option "--{opt.name}" must be specified\n')
         if opt.name not in flags:
             continue
-        for other in ext.options:
+        for _, other in by_id:
             if other.name == opt.name:
                 continue
             if other.name in opt.also and other.name not in flags:
@@ -772,21 +777,24 @@ def _generic_fcheck(use: ExtUse) -> None:
                     f'{ext.name}: option "--{opt.name}" cannot be used together with "--{other.name}".\n')
 
 
+def _forbidden_mask(cmd: int) -> int:
+    chars = _ILLEGAL[cmd]
+    return sum(1 << i for i, ch in enumerate(_OPT_CHARS) if ch in chars)
+
+
+_FORBIDDEN = {cmd: _forbidden_mask(cmd) for cmd in _ILLEGAL}
+
+
 def _generic_opt_check(command: int, options: int) -> None:
-    for i, ch in enumerate(_OPT_CHARS):
-        if not options & (1 << i):
-            continue
-        legal = 0
-        for j in range(15):
-            cmd = 1 << j
-            if not command & cmd:
-                continue
-            if ch not in _ILLEGAL[cmd]:
-                legal = 1
-            elif legal == 0:
-                legal = -1
-        if legal == -1:
-            raise ParameterProblem(f"Illegal option `-{ch}' with this command")
+    """An option is illegal when every command given forbids it."""
+    forbidden = -1
+    for cmd, mask in _FORBIDDEN.items():
+        if command & cmd:
+            forbidden &= mask
+    bad = options & forbidden
+    if bad:
+        i = (bad & -bad).bit_length() - 1
+        raise ParameterProblem(f"Illegal option `-{_OPT_CHARS[i]}' with this command")
 
 
 def _scanf_int(word: str) -> int | None:

@@ -25,7 +25,7 @@ class TableMissing(OtherProblem):
 
 
 def get_table(ruleset: Ruleset, name: str) -> Table:
-    if name not in TABLE_NAMES or name == "security":
+    if name not in TABLE_NAMES:
         raise TableMissing(name)
     return ruleset.table(name)
 

@@ -275,7 +275,7 @@ def _restore_block(work: Ruleset, block: Block, opts: RestoreOptions, missing: i
     table_name = words[0][:32]
     if opts.table is not None and opts.table != table_name:
         return
-    if table_name not in BUILTIN_CHAINS or table_name == "security":
+    if table_name not in BUILTIN_CHAINS:
         raise LineError(ParameterProblem(f"{program}: unable to initialize table '{table_name}'"),
                         tline.number)
     if opts.keep_order and table_name not in work.tables:

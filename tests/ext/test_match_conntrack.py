@@ -13,7 +13,6 @@ from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ruleset.argparse import parse_command
 from pyfw.ruleset.commands import check_rule
 
-
 T_DIR = Path("/work/shared/conformance/iptables-t")
 
 
@@ -80,12 +79,15 @@ def test_t_files(table: str, chains: list[str], rule: str, expected: str, result
     run_t(table, chains, rule, expected, result)
 
 
+ALL_OPTS = ("--ctstate NEW,established --ctproto tcp --ctorigsrc 1.1.1.1/24 ! --ctorigdst 2.2.2.2/255.0.255.0"
+            " --ctreplsrc 0.0.0.0/0 --ctorigsrcport 4: --ctstatus NONE --ctexpire 3:10 --ctdir REPLY")
+
+
 @pytest.mark.parametrize("args,save", [
     ("--ctstate n,e,r,i,u,s,d", "--ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED,SNAT,DNAT"),
-    ("--ctstate NEW,established --ctproto tcp --ctorigsrc 1.1.1.1/24 ! --ctorigdst 2.2.2.2/255.0.255.0"
-     " --ctreplsrc 0.0.0.0/0 --ctorigsrcport 4: --ctstatus NONE --ctexpire 3:10 --ctdir REPLY",
-     "--ctstate NEW,ESTABLISHED --ctproto 6 --ctorigsrc 1.1.1.1/24 ! --ctorigdst 2.2.2.2"
-     " --ctreplsrc 0.0.0.0/0 --ctorigsrcport 4:65535 --ctstatus NONE --ctexpire 3:10 --ctdir REPLY"),
+    (ALL_OPTS,
+     ("--ctstate NEW,ESTABLISHED --ctproto 6 --ctorigsrc 1.1.1.1/24 ! --ctorigdst 2.2.2.2"
+      " --ctreplsrc 0.0.0.0/0 --ctorigsrcport 4:65535 --ctstatus NONE --ctexpire 3:10 --ctdir REPLY")),
     ("! --ctstatus assured,expected ! --ctexpire 5 --ctdir original ! --ctrepldstport 22",
      "! --ctrepldstport 22 ! --ctstatus EXPECTED,ASSURED ! --ctexpire 5 --ctdir ORIGINAL"),
     ("--ctproto 0", "--ctproto 0"),  # refused only from 1.8.10 on
@@ -117,6 +119,9 @@ def test_save(args: str, save: str) -> None:
     assert rule_text("-m conntrack " + args) == "-m conntrack " + save
 
 
+BAD_MASK = 'conntrack: bad value for option "--{}", neither a valid network mask nor valid CIDR (0-32).\n'
+
+
 @pytest.mark.parametrize("args,message", [
     ("", "conntrack: At least one option is required"),
     ("--ctstate wrong", 'Bad ctstate "wrong"'),
@@ -137,14 +142,10 @@ def test_save(args: str, save: str) -> None:
     ("--ctorigsrcport 0x10", 'Port "0x10" does not resolve to anything.\n'),
     ("--ctorigsrcport -1", 'Port "-1" does not resolve to anything.\n'),
     ("--ctorigsrcport 1:2:3", 'conntrack: Too many components for option "--ctorigsrcport" (max: 2)\n'),
-    ("--ctorigsrc 1.2.3.4/-1", 'conntrack: bad value for option "--ctorigsrc", neither a valid network'
-     ' mask nor valid CIDR (0-32).\n'),
-    ("--ctorigsrc 1.2.3.4/24x", 'conntrack: bad value for option "--ctorigsrc", neither a valid network'
-     ' mask nor valid CIDR (0-32).\n'),
-    ("--ctorigsrc 1.2.3.4/", 'conntrack: bad value for option "--ctorigsrc", neither a valid network'
-     ' mask nor valid CIDR (0-32).\n'),
-    ("--ctrepldst 1.2.3.4/1.2.3.4/5", 'conntrack: bad value for option "--ctrepldst", neither a valid'
-     ' network mask nor valid CIDR (0-32).\n'),
+    ("--ctorigsrc 1.2.3.4/-1", BAD_MASK.format("ctorigsrc")),
+    ("--ctorigsrc 1.2.3.4/24x", BAD_MASK.format("ctorigsrc")),
+    ("--ctorigsrc 1.2.3.4/", BAD_MASK.format("ctorigsrc")),
+    ("--ctrepldst 1.2.3.4/1.2.3.4/5", BAD_MASK.format("ctrepldst")),
     ("--ctorigsrc /24", "getaddrinfo: Name or service not known\n"),
     ("--ctstate NEW --ctstate INVALID", 'conntrack: option "--ctstate" can only be used once.\n'),
 ])
@@ -153,10 +154,9 @@ def test_refused(args: str, message: str) -> None:
 
 
 @pytest.mark.parametrize("args,numeric,text", [
-    ("--ctstate NEW,established --ctproto tcp --ctorigsrc 1.1.1.1/24 ! --ctorigdst 2.2.2.2/255.0.255.0"
-     " --ctreplsrc 0.0.0.0/0 --ctorigsrcport 4: --ctstatus NONE --ctexpire 3:10 --ctdir REPLY", True,
-     " ctstate NEW,ESTABLISHED ctproto 6 ctorigsrc 1.1.1.1/24 ! ctorigdst 2.2.2.2 ctreplsrc 0.0.0.0/0"
-     " ctorigsrcport 4:65535 ctstatus NONE ctexpire 3:10 ctdir REPLY"),
+    (ALL_OPTS, True,
+     (" ctstate NEW,ESTABLISHED ctproto 6 ctorigsrc 1.1.1.1/24 ! ctorigdst 2.2.2.2 ctreplsrc 0.0.0.0/0"
+      " ctorigsrcport 4:65535 ctstatus NONE ctexpire 3:10 ctdir REPLY")),
     ("--ctreplsrc 0.0.0.0/0 --ctrepldst 127.0.0.1/8 --ctorigdst 0.0.0.0/8", False,
      " ctorigdst anywhere ctreplsrc anywhere ctrepldst localhost/8"),
     ("! --ctstatus assured,expected ! --ctexpire 5 --ctdir original ! --ctrepldstport 22", False,
@@ -176,3 +176,16 @@ def test_data_is_numeric() -> None:
     assert (d.origsrc_addr, d.origsrc_mask) == (0x01020304, 0xFFFFFF00)
     assert (d.origdst_port, d.origdst_port_high) == (22, 80)
     assert d.state_mask == 1 << 3
+
+
+def test_end_to_end(tmp_path: Path) -> None:
+    from pyfw.cli.main import run
+
+    path = str(tmp_path / "rules")
+    r = run(["pyfw", "--file", path, "-A", "INPUT", "-m", "conntrack", "!", "--ctstatus", "NONE",
+             "--ctorigsrc", "127.0.0.1/8", "--ctorigdstport", "22:80"])
+    assert r.rc == 0
+    save = "-A INPUT -m conntrack --ctorigsrc 127.0.0.1/8 --ctorigdstport 22:80 ! --ctstatus NONE\n"
+    assert save in run(["pyfw", "--file", path, "-S"]).out
+    line = run(["pyfw", "--file", path, "-L", "INPUT"]).out.splitlines()[2]
+    assert line.endswith("anywhere             ctorigsrc localhost/8 ctorigdstport 22:80 ! ctstatus NONE")

@@ -12,7 +12,6 @@ from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ruleset.argparse import parse_command
 from pyfw.ruleset.commands import check_rule
 
-
 T_DIR = Path("/work/shared/conformance/iptables-t")
 
 

@@ -13,7 +13,6 @@ from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ruleset.argparse import parse_command
 from pyfw.ruleset.commands import check_rule
 
-
 T_DIR = Path("/work/shared/conformance/iptables-t")
 
 
@@ -113,3 +112,17 @@ def test_is_the_conntrack_alias() -> None:
     assert isinstance(d, ConntrackInfo)
     assert d.match_flags == F_STATE | F_STATE_ALIAS and d.state_mask == 1 << 3
     assert d != q.matches[0].data
+
+
+def test_end_to_end(tmp_path: Path) -> None:
+    """-S prints -m state back; -D with the -m conntrack spelling finds no rule."""
+    from pyfw.cli.main import run
+
+    path = str(tmp_path / "rules")
+    assert run(["pyfw", "--file", path, "-A", "INPUT", "-m", "state", "!", "--state", "NEW,est"]).rc == 0
+    assert "-A INPUT -m state ! --state NEW,ESTABLISHED\n" in run(["pyfw", "--file", path, "-S"]).out
+    listing = run(["pyfw", "--file", path, "-L", "INPUT", "-n"]).out
+    assert listing.splitlines()[2].endswith(" ! state NEW,ESTABLISHED")
+    gone = run(["pyfw", "--file", path, "-D", "INPUT", "-m", "conntrack", "!", "--ctstate", "NEW,ESTABLISHED"])
+    assert gone.rc == 1
+    assert run(["pyfw", "--file", path, "-D", "INPUT", "-m", "state", "!", "--state", "NEW,ESTABLISHED"]).rc == 0

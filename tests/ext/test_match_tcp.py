@@ -177,3 +177,16 @@ def test_kernel_refuses_unknown_invflags() -> None:
     ip = RuleIp(6, 0)
     with pytest.raises(KernelError):
         EXTENSIONS[0].check(TcpData(invflags=0x10), CheckContext("filter", "INPUT", frozenset({"INPUT"}), ip))
+
+
+def test_cli_end_to_end(tmp_path: Path) -> None:
+    """Through the CLI and its file store: implicit `-p tcp` loading, -S, -L."""
+    from pyfw.cli.main import run
+
+    state = str(tmp_path / "state")
+    assert run(["pyfw", "--file", state, "-A", "INPUT", "-p", "tcp", "--dport", "22"]).rc == 0
+    res = run(["pyfw", "--file", state, "-A", "INPUT", "-m", "tcp", "--dport", "22"])
+    assert (res.rc, res.err) == (1, "pyfw: Invalid argument. Run `dmesg' for more information.\n")
+    assert run(["pyfw", "--file", state, "-S", "INPUT"]).out.endswith("\n-A INPUT -p tcp -m tcp --dport 22\n")
+    assert run(["pyfw", "--file", state, "-L", "INPUT"]).out.endswith(" tcp dpt:ssh\n")
+    assert run(["pyfw", "--file", state, "-D", "INPUT", "-p", "tcp", "--dport", "ssh"]).rc == 0

@@ -136,6 +136,11 @@ def test_kernel_refuses_32_bit_shift(args: str) -> None:
     ("--ctmask 3 --mask 3 --save-mark", 'CONNMARK: option "--ctmask" cannot be used together with "--mask".\n'),
     ("--save-mark --restore-mark",
      'CONNMARK: option "--save-mark" cannot be used together with "--restore-mark".\n'),
+    # Used options in table order, each against the others in id order.
+    ("--set-mark 1 --and-mark 2 --save-mark",
+     'CONNMARK: option "--set-mark" cannot be used together with "--save-mark".\n'),
+    ("--and-mark 1 --save-mark --set-xmark 2",
+     'CONNMARK: option "--set-xmark" cannot be used together with "--save-mark".\n'),
 ])
 def test_refused(args: str, message: str) -> None:
     assert refused("-j CONNMARK " + args, "filter") == message

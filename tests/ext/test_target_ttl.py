@@ -64,6 +64,8 @@ def test_t_ok(args: str) -> None:
     ("-j TTL --ttl-inc 0", 'TTL: bad value for option "--ttl-inc", or out of range (1-255).\n'),
     ("-j TTL --ttl-dec 0", 'TTL: bad value for option "--ttl-dec", or out of range (1-255).\n'),
     ("-j TTL --ttl-dec 1 --ttl-inc 1", 'TTL: option "--ttl-dec" cannot be used together with "--ttl-inc".\n'),
+    ("-j TTL --ttl-set 1 --ttl-dec 1 --ttl-inc 1",
+     'TTL: option "--ttl-set" cannot be used together with "--ttl-inc".\n'),
     ("-j TTL --ttl-set --ttl-inc 1", 'TTL: bad value for option "--ttl-set", or out of range (0-255).\n'),
     ("-j TTL", "TTL: You must specify an action"),
 ])

@@ -1,0 +1,144 @@
+"""The kernel oracle for differential tests: real iptables-legacy 1.8.9 run
+in a throw-away network namespace.
+
+Each `Netns` gets a name unique to this process (`pyfw-test-<pid>-<n>`) so
+that concurrent test runs never share tables, and is deleted on exit from the
+`with` block whatever happens (plus an atexit fallback for a hard exit).
+Nothing here sends traffic: a fresh namespace has only a downed loopback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+IPTABLES = "iptables-legacy"
+IPTABLES_SAVE = "iptables-legacy-save"
+IPTABLES_RESTORE = "iptables-legacy-restore"
+
+_counter = itertools.count()
+_live: set[str] = set()
+
+
+@dataclass
+class Proc:
+    """One finished command: exit status and both outputs (text)."""
+
+    rc: int
+    out: str
+    err: str
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter((self.rc, self.out, self.err))
+
+
+def root_netns_problem() -> str | None:
+    """Why kernel tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces and iptables-legacy)"
+    for tool in ("ip", IPTABLES, IPTABLES_SAVE, IPTABLES_RESTORE):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    return None
+
+
+#: Decorator / pytestmark entry: skip unless root with `ip netns` and iptables-legacy.
+requires_root_netns = pytest.mark.skipif(
+    root_netns_problem() is not None, reason=str(root_netns_problem())
+)
+
+
+def skip_unless_root_netns() -> None:
+    """pytest.skip() from inside a fixture or test when the oracle is unusable."""
+    problem = root_netns_problem()
+    if problem is not None:
+        pytest.skip(problem)
+
+
+def _unique_name() -> str:
+    while True:
+        name = f"pyfw-test-{os.getpid()}-{next(_counter)}"
+        if not Path("/run/netns", name).exists():
+            return name
+
+
+def _delete(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    _live.discard(name)
+
+
+@atexit.register
+def _delete_leftovers() -> None:
+    for name in list(_live):
+        _delete(name)
+
+
+class NetnsError(RuntimeError):
+    pass
+
+
+class Netns:
+    """A fresh network namespace with the real iptables-legacy inside.
+
+    `wait` adds `-w` to iptables-legacy and -restore calls: the xtables lock
+    (/run/xtables.lock) is shared by all namespaces, so concurrent helpers
+    would otherwise see spurious exit 4.  It changes no other output.
+    """
+
+    def __init__(self, wait: bool = True) -> None:
+        self.name = _unique_name()
+        self.wait = wait
+        self._created = False
+
+    def __enter__(self) -> "Netns":
+        proc = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NetnsError(f"ip netns add {self.name} failed: {proc.stderr.strip()}")
+        self._created = True
+        _live.add(self.name)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._created:
+            _delete(self.name)
+            self._created = False
+
+    def run(self, argv: list[str], stdin: str | None = None, timeout: float = 120) -> Proc:
+        """Run argv inside the namespace."""
+        if not self._created:
+            raise NetnsError(f"namespace {self.name} is not active")
+        proc = subprocess.run(["ip", "netns", "exec", self.name, *argv], input=stdin,
+                              capture_output=True, text=True, timeout=timeout,
+                              errors="surrogateescape")
+        return Proc(proc.returncode, proc.stdout, proc.stderr)
+
+    def iptables(self, *args: str) -> Proc:
+        """`iptables-legacy ARGS`."""
+        pre = ["-w"] if self.wait else []
+        return self.run([IPTABLES, *pre, *args])
+
+    def save(self, *args: str) -> Proc:
+        """`iptables-legacy-save ARGS` (takes no lock in 1.8.9)."""
+        return self.run([IPTABLES_SAVE, *args])
+
+    def restore(self, text: str, *args: str) -> Proc:
+        """`iptables-legacy-restore ARGS < text`."""
+        pre = ["-w"] if self.wait else []
+        return self.run([IPTABLES_RESTORE, *pre, *args], stdin=text)
+
+
+def kernel_netns(wait: bool = True) -> Netns:
+    """`with kernel_netns() as k: k.iptables("-S")` (same as `Netns(wait)`)."""
+    return Netns(wait)
