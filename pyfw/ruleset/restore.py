@@ -151,7 +151,8 @@ def grammar_split_words(line: str) -> list[str]:
             out.append(text)
             continue
         prefix, _, rest = text.partition('"')
-        body = rest[:-1] if rest.endswith('"') and not _escaped_end(rest) else rest
+        closed = rest.endswith('"') and not _escaped_end(rest)
+        body = rest[:-1] if closed else rest
         chars: list[str] = []
         esc = False
         for ch in body:
@@ -162,7 +163,9 @@ def grammar_split_words(line: str) -> list[str]:
                 esc = True
             else:
                 chars.append(ch)
-        out.append(prefix + "".join(chars))
+        word_text = prefix + "".join(chars)
+        if closed or word_text:  # an unterminated empty group adds nothing
+            out.append(word_text)
     return out
 
 
