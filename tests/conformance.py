@@ -149,16 +149,25 @@ def parse_t(path: Path) -> Iterator[TestLine | Command]:
 
 
 def load_legacy_results(path: Path | None = None) -> dict[str, str]:
-    """{"file.t:LINE": "PASS"/"FAIL"} as iptables-legacy 1.8.9 scored them."""
+    """{"file.t:LINE": "PASS" or "FAIL <reason>"} as iptables-legacy 1.8.9 scored them."""
     path = path or conformance_dir() / "legacy-1.8.9-results.txt"
     out: dict[str, str] = {}
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
-        parts = line.split(None, 2)
-        if len(parts) >= 2 and ":" in parts[0] and parts[1] in ("PASS", "FAIL", "SKIP"):
+        parts = line.split(None, 1)
+        if len(parts) == 2 and ":" in parts[0] and parts[1].split()[0] in ("PASS", "FAIL", "SKIP"):
             out[parts[0]] = parts[1]
     return out
+
+
+def reason_kind(reason: str) -> str:
+    """`cannot load` / `should fail` / `cannot find` / ... of a failure reason."""
+    text = reason.split("] ", 1)[1] if reason.startswith("[") else reason
+    for kind in ("cannot load", "should fail", "cannot find", "should not match", "cannot delete"):
+        if text.startswith(kind):
+            return kind
+    return text.split(":", 1)[0]
 
 
 # --------------------------------------------------------------------------
@@ -181,13 +190,14 @@ def extensions_used(words: list[str]) -> list[tuple[str, str]]:
     """[("match"|"target", NAME)] the rule loads, in order, without duplicates.
 
     `-p P` counts as loading match P when P has a protocol match and the rule
-    carries an option that is not the iptables command's own (iptables loads
-    it only to parse such an option).  Conservative on purpose: a false
-    "uses sctp" only skips a line, a false "uses nothing" would require it.
+    carries an option that is neither the iptables command's own nor one of
+    an explicitly loaded pyfw extension (iptables loads the protocol match
+    only to parse such an option).  Conservative on purpose: a false "uses
+    sctp" only skips a line, a false "uses nothing" would require it.
     """
     used: list[tuple[str, str]] = []
     proto: str | None = None
-    extra_opts = False
+    longs: list[str] = []
     i = 0
     while i < len(words):
         w = words[i]
@@ -204,13 +214,30 @@ def extensions_used(words: list[str]) -> list[tuple[str, str]]:
                 break
         else:
             if w.startswith("--") and w.split("=", 1)[0] not in CORE_LONG:
-                extra_opts = True
+                longs.append(w.split("=", 1)[0][2:])
             i += 1
-    if proto in PROTO_MATCHES and extra_opts:
-        key = ("match", PROTO_MATCHES[proto])
-        if key not in used:
-            used.insert(0, key)
+    if proto in PROTO_MATCHES:
+        known = _option_names(used)
+        if any(not any(k.startswith(o) for k in known) for o in longs):
+            key = ("match", PROTO_MATCHES[proto])
+            if key not in used:
+                used.insert(0, key)
     return used
+
+
+def _option_names(used: Iterable[tuple[str, str]]) -> list[str]:
+    """Long option names of the listed extensions pyfw has."""
+    from pyfw import ext
+
+    names: list[str] = []
+    for kind, name in used:
+        try:
+            found = ext.find_match(name) if kind == "match" else ext.find_target(name)
+        except Exception:
+            continue
+        if found is not None:
+            names.extend(opt.name for opt in found.options)
+    return names
 
 
 def _exists(kind: str, name: str) -> bool:
@@ -258,10 +285,24 @@ class Outcome:
     missing: list[str] = field(default_factory=list)
     required: bool = False
     legacy: str | None = None   # 1.8.9's verdict (PASS/FAIL) if known
+    legacy_reason: str = ""     # 1.8.9's failure reason (e.g. "cannot find: -A ...")
+
+    @property
+    def like_legacy(self) -> bool:
+        """pyfw behaves as 1.8.9 did: both pass, or both fail the same way."""
+        if self.legacy == "PASS":
+            return self.status == "PASS"
+        if self.legacy == "FAIL":
+            return self.status == "FAIL" and reason_kind(self.reason) == reason_kind(self.legacy_reason)
+        return self.status == "PASS"
 
     def short(self) -> str:
         tag = self.status
-        note = f" (1.8.9 {self.legacy})" if self.legacy and self.legacy != "PASS" else ""
+        note = ""
+        if self.legacy == "FAIL":
+            same = "same way" if self.like_legacy else "DIFFERENTLY"
+            note = f" (1.8.9 fails too, {same}: {self.legacy_reason})" if self.status == "FAIL" \
+                else f" (1.8.9 FAILS: {self.legacy_reason})"
         return f"{tag} {self.line.where}{note}: {self.line.raw}" + (f"\n    {self.reason}" if self.reason else "")
 
 
@@ -340,14 +381,18 @@ class FileRunner:
             run(["pyfw-restore", "--file", self.rules, *words[1:]], stdin="")
 
     def run_line(self, line: TestLine) -> Outcome:
-        legacy = self.legacy.get(line.where)
+        verdict = self.legacy.get(line.where)
+        legacy = verdict.split()[0] if verdict else None
+        legacy_reason = verdict.split(None, 1)[1] if verdict and " " in verdict else ""
         try:
             words = shlex.split(line.rule)
         except ValueError as exc:
-            return Outcome(line, "FAIL", f"bad shell quoting in test: {exc}", legacy=legacy)
+            return Outcome(line, "FAIL", f"bad shell quoting in test: {exc}", legacy=legacy,
+                           legacy_reason=legacy_reason)
         used = extensions_used(words)
         missing = missing_extensions(used, self.user_chains)
-        oc = Outcome(line, "PASS", used=used, missing=missing, required=is_required(used), legacy=legacy)
+        oc = Outcome(line, "PASS", used=used, missing=missing, required=is_required(used), legacy=legacy,
+                     legacy_reason=legacy_reason)
         if missing:
             oc.status = "SKIP"
             oc.reason = "no pyfw extension " + ", ".join(missing)
@@ -437,14 +482,14 @@ def tally(outcomes: list[Outcome]) -> str:
     req = [o for o in outcomes if o.required and o.legacy == "PASS"]
     rc = Counter(o.status for o in req)
     skipped = Counter(m for o in outcomes if o.status == "SKIP" for m in o.missing)
-    newer = [o for o in outcomes if o.status == "PASS" and o.legacy == "FAIL"]
+    newer = [o for o in outcomes if o.status != "SKIP" and o.legacy == "FAIL" and not o.like_legacy]
     lines = [
         f"tally: {c['PASS']} pass, {c['FAIL']} fail, {c['SKIP']} skip (of {len(outcomes)} lines)",
         f"required (1.8.9 passes, extensions in the issue): {rc['PASS']} pass, {rc['FAIL']} fail, "
         f"{rc['SKIP']} skip (of {len(req)})",
     ]
     if newer:
-        lines.append("pass although 1.8.9 fails (newer behaviour): "
+        lines.append("1.8.9 fails these, pyfw not the same way (newer behaviour?): "
                      + " ".join(o.line.where for o in newer))
     if skipped:
         lines.append("skipped for: " + ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items())))
@@ -455,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="iptables .t conformance for pyfw")
     ap.add_argument("files", nargs="*", help="FILE.t (a name in the conformance dir or a path)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show pyfw's stderr / save text on failure")
-    ap.add_argument("-q", "--quiet", action="store_true", help="print only FAIL lines and the tally")
+    ap.add_argument("-q", "--quiet", action="store_true",
+                    help="print only lines where pyfw differs from 1.8.9, and the tally")
     ap.add_argument("--required", action="store_true",
                     help="only lines 1.8.9 passes whose extensions the issue requires")
     args = ap.parse_args(argv)
@@ -472,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.required and not (oc.required and oc.legacy == "PASS"):
                 continue
             outcomes.append(oc)
-            if args.quiet and oc.status != "FAIL":
+            if args.quiet and (oc.status == "SKIP" or oc.like_legacy):
                 continue
             print(oc.short())
             if args.verbose and oc.status == "FAIL" and oc.detail:
@@ -481,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print("      | " + dl)
     print(tally(outcomes))
-    bad = [o for o in outcomes if o.status == "FAIL" and o.legacy == "PASS"]
+    bad = [o for o in outcomes if o.status != "SKIP" and not o.like_legacy]
     return 1 if bad else 0
 
 

@@ -94,6 +94,10 @@ def _format_error(exc: Exception, prog: str, line: int | None = None) -> tuple[i
     at = f"Error occurred at line: {line}\n" if line is not None else ""
     if isinstance(exc, LineError):
         return _format_error(exc.error, prog, exc.line)
+    pre = "".join(getattr(exc, "warnings", []))
+    if pre:
+        rc, text = _format_error(_without_warnings(exc), prog, line)
+        return rc, pre + text
     if isinstance(exc, BadArgument):
         return 2, f"Bad argument `{exc.word}'\n{at}{tryhelp}"
     if isinstance(exc, ParameterProblem):
@@ -110,6 +114,11 @@ def _format_error(exc: Exception, prog: str, line: int | None = None) -> tuple[i
     if isinstance(exc, OtherProblem):
         return exc.exit_code, f"{prog} {VERSION_TEXT}: {exc.message}\n"
     raise exc
+
+
+def _without_warnings(exc: Exception) -> Exception:
+    exc.warnings = []  # type: ignore[attr-defined]
+    return exc
 
 
 def run(argv: list[str], stdin: str | None = None) -> Result:

@@ -13,7 +13,9 @@ before them (" --dport 22", " tcp dpt:22"), so the core only concatenates.
 
 from __future__ import annotations
 
+import contextvars
 import enum
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
@@ -217,6 +219,27 @@ class Match(Extension):
 
 class Target(Extension):
     kind = "target"
+
+
+_warnings: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("pyfw_warnings", default=None)
+
+
+def warn(text: str) -> None:
+    """A warning iptables prints on stderr while the command goes on (or
+    before its error); the CLI prints it in order with the rest."""
+    sink = _warnings.get()
+    if sink is None:
+        sys.stderr.write(text)
+    else:
+        sink.append(text)
+
+
+def collect_warnings(sink: list[str]) -> contextvars.Token[list[str] | None]:
+    return _warnings.set(sink)
+
+
+def stop_collecting(token: contextvars.Token[list[str] | None]) -> None:
+    _warnings.reset(token)
 
 
 def fail(message: str) -> ParameterProblem:

@@ -11,12 +11,13 @@ table must agree on rate-match (see `htable_conflict`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
-from pyfw.ext.match_limit import ERANGE, HZ, ascii_lower, c_strtol, rate_unit
+from pyfw.ext.match_limit import ERANGE, HZ, c_strtol, rate_unit
 from pyfw.ext.types import mask_to_cidr, strtoul, strtoul_end
 
 U32 = 0xFFFFFFFF

@@ -4,11 +4,10 @@ checkentry for it."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from pyfw.errors import ParameterProblem
-from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
+from pyfw.ext.base import warn, ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.types import ip_to_str, numeric_to_ipaddr
 
 # flags (IPRANGE_*)
@@ -45,7 +44,7 @@ def parse_range(arg: str, optname: str, warnings: list[str] | None = None) -> tu
     if "-" in arg and values[0] > values[1]:
         text = f"xt_iprange: range {first}-{second} is reversed and will never match\n"
         if warnings is None:
-            sys.stderr.write(text)
+            warn(text)
         else:
             warnings.append(text)
     return values[0], values[1]

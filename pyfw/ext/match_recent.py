@@ -103,7 +103,7 @@ class Recent(Match):
                 "recent: you must specify one of `--set', `--rcheck' `--update' or `--remove'")
 
     def check(self, data: RecentData, ctx: CheckContext) -> None:
-        if bin(data.check_set & COMMANDS).count("1") != 1:
+        if (data.check_set & COMMANDS).bit_count() != 1:
             raise KernelError(EINVAL)
         if data.check_set & (SET | REMOVE) and (
                 data.seconds or data.hit_count or data.check_set & MODIFIERS):

@@ -8,12 +8,11 @@ ones are cut silently).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from pyfw.errors import ParameterProblem
-from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target
+from pyfw.ext.base import warn, ArgType, Call, Opt, RuleIp, Target
 from pyfw.ext.target_log import truncate_prefix
 from pyfw.ext.types import save_string
 
@@ -64,7 +63,7 @@ class Nflog(Target):
     def final_check(self, data: NflogData, xflags: set[str], udata: dict[str, Any]) -> None:
         if "nflog-range" in xflags:
             # iptables warns on stderr and goes on (before any excl error).
-            sys.stderr.write(RANGE_WARNING)
+            warn(RANGE_WARNING)
         if "nflog-size" in xflags:
             data.flags |= F_COPY_LEN
 

@@ -6,11 +6,10 @@ refuses `tcp-reset` unless the rule says `-p tcp` without `!`.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
-from pyfw.ext.base import INV_PROTO, ArgType, Call, CheckContext, Opt, RuleIp, Target
+from pyfw.ext.base import warn, INV_PROTO, ArgType, Call, CheckContext, Opt, RuleIp, Target
 
 # enum ipt_reject_with
 ICMP_NET_UNREACHABLE = 0
@@ -54,7 +53,7 @@ def parse_reject_type(arg: str) -> int:
             return value
     if _prefix_of(arg, "echo-reply") or _prefix_of(arg, "echoreply"):
         # iptables prints this line on stderr before the error itself.
-        sys.stderr.write("--reject-with echo-reply no longer supported\n")
+        warn("--reject-with echo-reply no longer supported\n")
     raise ParameterProblem(f'unknown reject type "{arg}"')
 
 

@@ -834,8 +834,22 @@ def _scanf_u64(word: str) -> int | None:
 
 
 def parse_command(argv: list[str], table: str = "filter", restore: bool = False) -> ParsedCommand:
-    """Parse one iptables command line (argv[0] is the program name)."""
-    return _Parser(argv, table, restore).run()
+    """Parse one iptables command line (argv[0] is the program name).
+
+    Warnings the extensions give land in `.warnings`; on an error they ride
+    on the exception as `.warnings`, to be printed before its message."""
+    from pyfw.errors import PyfwError
+    from pyfw.ext.base import collect_warnings, stop_collecting
+
+    parser = _Parser(argv, table, restore)
+    token = collect_warnings(parser.p.warnings)
+    try:
+        return parser.run()
+    except PyfwError as exc:
+        exc.warnings = list(parser.p.warnings)  # type: ignore[attr-defined]
+        raise
+    finally:
+        stop_collecting(token)
 
 
 __all__ = ["parse_command", "ParsedCommand", "BadArgument", "OtherProblem"]

@@ -83,17 +83,26 @@ def find_rule(c: Chain, rule: Rule) -> int:
     return -1
 
 
+def _not_found(rule: Rule) -> KernelError:
+    """libiptc's text for a missing rule: its target lookup overwrites the
+    function iptc_strerror keys on, so an extension or chain target gets the
+    generic ENOENT text."""
+    if rule.target.kind in ("extension", "jump"):
+        return KernelError(TEXT_ENOENT)
+    return KernelError(TEXT_BAD_RULE)
+
+
 def delete(table: Table, chain: str, rules: list[Rule]) -> None:
     c = get_chain(table, chain)
-    failed = False
+    failed: Rule | None = None
     for r in rules:
         i = find_rule(c, r)
         if i < 0:
-            failed = True
+            failed = r
             continue
         del c.rules[i]
-    if failed:
-        raise KernelError(TEXT_BAD_RULE)
+    if failed is not None:
+        raise _not_found(failed)
 
 
 def delete_num(table: Table, chain: str, rulenum: int) -> None:
@@ -107,7 +116,7 @@ def check(table: Table, chain: str, rules: list[Rule]) -> None:
     c = get_chain(table, chain)
     for r in rules:
         if find_rule(c, r) < 0:
-            raise KernelError(TEXT_BAD_RULE)
+            raise _not_found(r)
 
 
 def flush(table: Table, chain: str | None) -> None:

@@ -13,7 +13,13 @@ from pyfw.cli.main import run
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import CheckContext, RuleIp
 from pyfw.ext.match_hashlimit import (
-    BYTES, EXTENSIONS, INVERT, RATE_MATCH, HashlimitData, htable_conflict, inet_aton_exact,
+    BYTES,
+    EXTENSIONS,
+    INVERT,
+    RATE_MATCH,
+    HashlimitData,
+    htable_conflict,
+    inet_aton_exact,
     parse_plen,
 )
 from pyfw.ext.match_limit import ERANGE
@@ -66,13 +72,13 @@ def test_t_file(tmp_path: Path, rule: str, expected: str, result: str) -> None:
 
 @pytest.mark.parametrize("rule,saved,listed", [
     ("--hashlimit-upto 1/sec --hashlimit-name x --hashlimit-htable-size 2000000 --hashlimit-htable-max 3000000",
-     "--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name x --hashlimit-htable-size 1048576 "
-     "--hashlimit-htable-max 1048576",
+     ("--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name x --hashlimit-htable-size 1048576 "
+     "--hashlimit-htable-max 1048576"),
      "limit: up to 1/sec burst 5 htable-size 1048576 htable-max 1048576"),
-    ("--hashlimit-above 1/sec --hashlimit-name y --hashlimit-mode srcip,dstport,dstip,srcport "
-     "--hashlimit-srcmask 24 --hashlimit-dstmask 16",
-     "--hashlimit-above 1/sec --hashlimit-burst 5 --hashlimit-mode srcip,srcport,dstip,dstport "
-     "--hashlimit-name y --hashlimit-srcmask 24 --hashlimit-dstmask 16",
+    (("--hashlimit-above 1/sec --hashlimit-name y --hashlimit-mode srcip,dstport,dstip,srcport "
+     "--hashlimit-srcmask 24 --hashlimit-dstmask 16"),
+     ("--hashlimit-above 1/sec --hashlimit-burst 5 --hashlimit-mode srcip,srcport,dstip,dstport "
+     "--hashlimit-name y --hashlimit-srcmask 24 --hashlimit-dstmask 16"),
      "limit: above 1/sec burst 5 mode srcip-srcport-dstip-dstport srcmask 24 dstmask 16"),
     ("! --hashlimit-upto 1/min --hashlimit-name y --hashlimit-mode srcip|dstip",
      "--hashlimit-above 1/min --hashlimit-burst 5 --hashlimit-mode srcip,dstip --hashlimit-name y",
@@ -83,22 +89,22 @@ def test_t_file(tmp_path: Path, rule: str, expected: str, result: str) -> None:
     ("--hashlimit-upto 1/s --hashlimit-burst 5k --hashlimit-name z --hashlimit-mode ,",
      "--hashlimit-upto 1/sec --hashlimit-burst 5120 --hashlimit-name z",
      "limit: up to 1/sec burst 5120"),
-    ("--hashlimit-upto 1/s --hashlimit-srcmask 255.255.0.0 --hashlimit-dstmask 255.255.255.254 "
-     "--hashlimit-name z",
-     "--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name z --hashlimit-srcmask 16 "
-     "--hashlimit-dstmask 31",
+    (("--hashlimit-upto 1/s --hashlimit-srcmask 255.255.0.0 --hashlimit-dstmask 255.255.255.254 "
+     "--hashlimit-name z"),
+     ("--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name z --hashlimit-srcmask 16 "
+     "--hashlimit-dstmask 31"),
      "limit: up to 1/sec burst 5 srcmask 16 dstmask 31"),
     # The interval without rate-match is kept and only -L shows it.
     ("--hashlimit-upto 1/s --hashlimit-rate-interval 5 --hashlimit-name z",
      "--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name z",
      "limit: up to 12/min burst 5 htable-expire 1000"),
     ("--hashlimit-upto 1/min --hashlimit-name q2 --hashlimit-rate-match",
-     "--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name q2 --hashlimit-htable-expire 60000 "
-     "--hashlimit-rate-match --hashlimit-rate-interval 60",
+     ("--hashlimit-upto 1/sec --hashlimit-burst 5 --hashlimit-name q2 --hashlimit-htable-expire 60000 "
+     "--hashlimit-rate-match --hashlimit-rate-interval 60"),
      "limit: up to 1/min burst 5 rate-match rate-interval 60"),
     ("--hashlimit-upto 7/hour --hashlimit-name q3 --hashlimit-rate-match",
-     "--hashlimit-upto 7/sec --hashlimit-burst 5 --hashlimit-name q3 --hashlimit-htable-expire 3600000 "
-     "--hashlimit-rate-match --hashlimit-rate-interval 3600",
+     ("--hashlimit-upto 7/sec --hashlimit-burst 5 --hashlimit-name q3 --hashlimit-htable-expire 3600000 "
+     "--hashlimit-rate-match --hashlimit-rate-interval 3600"),
      "limit: up to 168/day burst 5 htable-expire 3600000 rate-match rate-interval 3600"),
     ("--hashlimit-upto 4kb/s --hashlimit-burst 400kb --hashlimit-name m",
      "--hashlimit-upto 4kb/s --hashlimit-burst 400kb --hashlimit-name m",
@@ -149,8 +155,8 @@ def test_texts(tmp_path: Path, rule: str, saved: str, listed: str) -> None:
      'bad value for option "--hashlimit-burst", or out of range (1-1000000).'),
     ("--hashlimit-upto 4kb/s --hashlimit-burst 3kb --hashlimit-name z", "burst cannot be smaller than 4096b"),
     ("--hashlimit-upto 1/s --hashlimit-srcmask foo --hashlimit-name z",
-     'hashlimit: bad value for option "--hashlimit-srcmask", neither a valid network mask nor valid '
-     'CIDR (0-32).\n'),
+     ('hashlimit: bad value for option "--hashlimit-srcmask", neither a valid network mask nor valid '
+     'CIDR (0-32).\n')),
     ("--hashlimit-upto 1/s --hashlimit-rate-interval 0 --hashlimit-name z",
      'hashlimit: Bad value for "--hashlimit-rate-interval" option: "0"'),
 ])
@@ -169,8 +175,8 @@ def test_parameter_problems(tmp_path: Path, rule: str, message: str) -> None:
     ("--hashlimit 1/day --hashlimit-name y --hashlimit-burst 1000000", "pyfw: Numerical result out of range.\n"),
     ("--hashlimit-upto 2000000/day --hashlimit-name y --hashlimit-rate-match",
      "pyfw: Numerical result out of range.\n"),
-    ("--hashlimit-upto 4/s --hashlimit-name b -m hashlimit --hashlimit-upto 4/s --hashlimit-name b "
-     "--hashlimit-rate-match", EINVAL_TEXT),
+    (("--hashlimit-upto 4/s --hashlimit-name b -m hashlimit --hashlimit-upto 4/s --hashlimit-name b "
+     "--hashlimit-rate-match"), EINVAL_TEXT),
 ])
 def test_kernel_refusals(tmp_path: Path, rule: str, text: str) -> None:
     assert Cli(tmp_path).add(f"-m hashlimit {rule}") == (1, text)

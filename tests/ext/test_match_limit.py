@@ -11,7 +11,13 @@ from pyfw.cli.main import run
 from pyfw.errors import KernelError, ParameterProblem
 from pyfw.ext.base import ArgvCursor, Call, CheckContext, RuleIp
 from pyfw.ext.match_limit import (
-    CREDITS_PER_JIFFY, DEFAULT_AVG, ERANGE, EXTENSIONS, LimitData, parse_rate, rate_text,
+    CREDITS_PER_JIFFY,
+    DEFAULT_AVG,
+    ERANGE,
+    EXTENSIONS,
+    LimitData,
+    parse_rate,
+    rate_text,
     user2credits,
 )
 

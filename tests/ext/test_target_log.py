@@ -44,10 +44,10 @@ def test_t_file(tmp_path: Path, rule: str, expected: str, result: str) -> None:
 
 @pytest.mark.parametrize("rule,saved,listed,numeric", [
     ("", "", "LOG level warn", "LOG flags 0 level 4"),
-    ("--log-level 0 --log-prefix abcdefghijklmnopqrstuvwxyz0123456789 --log-tcp-sequence "
-     "--log-tcp-options --log-ip-options --log-uid --log-macdecode",
-     " --log-prefix abcdefghijklmnopqrstuvwxyz012 --log-level 0 --log-tcp-sequence --log-tcp-options "
-     "--log-ip-options --log-uid --log-macdecode",
+    (("--log-level 0 --log-prefix abcdefghijklmnopqrstuvwxyz0123456789 --log-tcp-sequence "
+     "--log-tcp-options --log-ip-options --log-uid --log-macdecode"),
+     (" --log-prefix abcdefghijklmnopqrstuvwxyz012 --log-level 0 --log-tcp-sequence --log-tcp-options "
+     "--log-ip-options --log-uid --log-macdecode"),
      'LOG level emerg tcp-sequence tcp-options ip-options uid macdecode prefix "abcdefghijklmnopqrstuvwxyz012"',
      'LOG flags 47 level 0 prefix "abcdefghijklmnopqrstuvwxyz012"'),
     ("--log-level 3", " --log-level 3", "LOG level err", "LOG flags 0 level 3"),
