@@ -25,6 +25,8 @@ Usage: .venv/bin/python tests/conformance.py [FILE.t ...] [-v] [-q]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shlex
 import sys
@@ -32,12 +34,15 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 if __package__ in (None, ""):  # run as a script: make `pyfw` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyfw.cli.main import run  # noqa: E402
+
+if TYPE_CHECKING:
+    from oracle import Netns
 
 # What the rules issue asks pyfw for (lines needing anything else are not
 # required, though they still run once their extension exists).
@@ -286,6 +291,7 @@ class Outcome:
     required: bool = False
     legacy: str | None = None   # 1.8.9's verdict (PASS/FAIL) if known
     legacy_reason: str = ""     # 1.8.9's failure reason (e.g. "cannot find: -A ...")
+    oracle: list[str] = field(default_factory=list)  # differences from the live kernel (--oracle)
 
     @property
     def like_legacy(self) -> bool:
@@ -338,29 +344,39 @@ def _first_err(text: str) -> str:
 class FileRunner:
     """Runs the lines of one .t file against one fresh pyfw ruleset file."""
 
-    def __init__(self, path: Path, legacy: dict[str, str]) -> None:
+    def __init__(self, path: Path, legacy: dict[str, str], kernel: "Netns | None" = None) -> None:
         self.path = path
+        self.kernel = kernel
+        self.offline = False
         self.legacy = legacy
         self._tmp = tempfile.TemporaryDirectory(prefix="pyfw-conf-")
         self.rules = str(Path(self._tmp.name) / "rules")
         self.user_chains: set[str] = set()
+        self.current = path.name
+        self.leaks: list[tuple[str, str]] = []
 
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def pyfw(self, args: list[str]) -> tuple[int, str, str]:
+    def _run(self, argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+        """run() in-process; text written straight to sys.stderr/stdout (not
+        returned in the Result, so lost for the daemon) is noted in `leaks`."""
+        leaked = io.StringIO()
         try:
-            rc, out, err = run(["pyfw", "--file", self.rules, *args])
+            with contextlib.redirect_stderr(leaked), contextlib.redirect_stdout(leaked):
+                rc, out, err = run(argv, stdin=stdin)
         except Exception as exc:  # a crash in pyfw is a failure, not the runner's
             return -1, "", f"EXCEPTION {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        finally:
+            if leaked.getvalue():
+                self.leaks.append((self.current, leaked.getvalue()))
         return rc, out, err
 
+    def pyfw(self, args: list[str]) -> tuple[int, str, str]:
+        return self._run(["pyfw", "--file", self.rules, *args])
+
     def save(self) -> tuple[int, str, str]:
-        try:
-            rc, out, err = run(["pyfw-save", "--file", self.rules])
-        except Exception as exc:
-            return -1, "", f"EXCEPTION {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        return rc, out, err
+        return self._run(["pyfw-save", "--file", self.rules])
 
     def command(self, cmd: Command) -> None:
         """A `%` line: an iptables command run for its effect (result ignored)."""
@@ -375,12 +391,15 @@ class FileRunner:
         prog = words[0]
         if prog in ("iptables", "iptables-legacy"):
             self.pyfw(words[1:])
+            if self.kernel is not None:
+                self.kernel.iptables(*words[1:])
             if len(words) > 2 and words[1] in ("-N", "--new-chain"):
                 self.user_chains.add(words[2])
         elif prog in ("iptables-restore", "iptables-legacy-restore"):
-            run(["pyfw-restore", "--file", self.rules, *words[1:]], stdin="")
+            self._run(["pyfw-restore", "--file", self.rules, *words[1:]], stdin="")
 
     def run_line(self, line: TestLine) -> Outcome:
+        self.current = line.where
         verdict = self.legacy.get(line.where)
         legacy = verdict.split()[0] if verdict else None
         legacy_reason = verdict.split(None, 1)[1] if verdict and " " in verdict else ""
@@ -400,6 +419,9 @@ class FileRunner:
         if not line.chains:
             oc.status, oc.reason = "FAIL", "broken test, missing chain"
             return oc
+        if self.kernel is not None:
+            for chain in line.chains:
+                oc.oracle.extend(self._versus_kernel(line, chain, words))
         for chain in line.chains:
             problem = self._run_chain(line, chain, words)
             if problem is not None:
@@ -407,6 +429,48 @@ class FileRunner:
                 oc.reason, oc.detail = problem
                 break
         return oc
+
+    def _versus_kernel(self, line: TestLine, chain: str, words: list[str]) -> list[str]:
+        """Run the rule on both sides and compare exit, stderr, -S and -L of
+        the chain, and the delete; each side is left as it was."""
+        assert self.kernel is not None
+        k = self.kernel
+        tbl = ["-t", line.table] if line.table else []
+        diffs: list[str] = []
+
+        def cmp(what: str, kp: tuple[int, str, str], pp: tuple[int, str, str], out: bool) -> None:
+            krc, kout, kerr = kp
+            prc, pout, perr = pp
+            kerr = normalise_prog(kerr)
+            if krc != prc:
+                diffs.append(f"[{chain}] {what}: exit kernel {krc} pyfw {prc}"
+                             f"\n      kernel: {kerr.strip()!r}\n      pyfw:   {perr.strip()!r}")
+            elif kerr != perr:
+                diffs.append(f"[{chain}] {what}: stderr\n      kernel: {kerr!r}\n      pyfw:   {perr!r}")
+            if out and kout != pout:
+                kl, pl = kout.splitlines(), pout.splitlines()
+                first = next((i for i, (a, b) in enumerate(zip(kl, pl)) if a != b), min(len(kl), len(pl)))
+                kx = kl[first] if first < len(kl) else "<end>"
+                px = pl[first] if first < len(pl) else "<end>"
+                diffs.append(f"[{chain}] {what}: output line {first + 1}\n      kernel: {kx!r}\n      pyfw:   {px!r}")
+
+        add = ["-A", chain, *tbl, *words]
+        kp, pp = k.iptables(*add), self.pyfw(add)
+        cmp("-A", kp, pp, out=True)
+        if kp[0] == 0 and pp[0] == 0:
+            # `-L` without -n resolves addresses: only compared when this
+            # process is offline (main() unshares), else pyfw would query DNS.
+            views = [["-S", chain], ["-L", chain, "-n", "-v", "-x"], ["-L", chain, "-n"]]
+            if self.offline:
+                views.append(["-L", chain])
+            for view in views:
+                cmp(" ".join(view), k.iptables(*tbl, *view), self.pyfw([*tbl, *view]), out=True)
+        delete = ["-D", chain, *tbl, *strip_counters(words)]
+        kd = k.iptables(*delete) if kp[0] == 0 else None
+        pd = self.pyfw(delete) if pp[0] == 0 else None
+        if kd is not None and pd is not None:
+            cmp("-D", kd, pd, out=False)
+        return diffs
 
     def _run_chain(self, line: TestLine, chain: str, words: list[str]) -> tuple[str, str] | None:
         """None when this chain's run passes, else (reason, detail)."""
@@ -442,20 +506,49 @@ class FileRunner:
         return None
 
 
-def run_file(path: Path, legacy: dict[str, str] | None = None) -> list[Outcome]:
-    """All outcomes of one .t file."""
+def normalise_prog(text: str) -> str:
+    """iptables' program name in a message -> pyfw's."""
+    return _PROG_RE.sub("pyfw", text)
+
+
+_PROG_RE = __import__("re").compile(r"(?<![\w-])iptables(?:-legacy)?(?![\w-])")
+
+
+_OFFLINE = False  # set by main() when the process is in an empty network namespace
+
+
+def run_file(path: Path, legacy: dict[str, str] | None = None,
+             leaks: list[tuple[str, str]] | None = None, kernel: "Netns | None" = None) -> list[Outcome]:
+    """All outcomes of one .t file; direct writes to stderr go to `leaks`.
+    With `kernel` (a fresh oracle namespace) each line is also compared with
+    the live iptables-legacy (Outcome.oracle)."""
     legacy = load_legacy_results() if legacy is None else legacy
-    runner = FileRunner(path, legacy)
+    runner = FileRunner(path, legacy, kernel)
+    runner.offline = _OFFLINE
     outcomes = []
     try:
         for item in parse_t(path):
             if isinstance(item, Command):
+                runner.current = f"{item.file}:{item.lineno}"
                 runner.command(item)
             else:
                 outcomes.append(runner.run_line(item))
     finally:
         runner.close()
+    if leaks is not None:
+        leaks.extend(runner.leaks)
     return outcomes
+
+
+def leak_summary(leaks: list[tuple[str, str]]) -> str:
+    """One line per distinct text an extension wrote to sys.stderr itself."""
+    seen: dict[str, list[str]] = {}
+    for where, text in leaks:
+        seen.setdefault(text.strip(), [])
+        if where not in seen[text.strip()]:
+            seen[text.strip()].append(where)
+    return "\n".join(f"written to sys.stderr directly (not in Result.err): {t!r} at {' '.join(w)}"
+                     for t, w in seen.items())
 
 
 def all_files(names: Iterable[str] = ()) -> list[Path]:
@@ -502,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="show pyfw's stderr / save text on failure")
     ap.add_argument("-q", "--quiet", action="store_true",
                     help="print only lines where pyfw differs from 1.8.9, and the tally")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also compare every line with the live iptables-legacy (root; a netns per file)")
     ap.add_argument("--required", action="store_true",
                     help="only lines 1.8.9 passes whose extensions the issue requires")
     args = ap.parse_args(argv)
@@ -509,24 +604,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no conformance data at {conformance_dir()}", file=sys.stderr)
         return 2
     legacy = load_legacy_results()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from oracle import offline
+
+    global _OFFLINE
+    with offline(required=args.oracle) as _OFFLINE:
+        return _main(args, legacy)
+
+
+def _main(args: argparse.Namespace, legacy: dict[str, str]) -> int:
     outcomes: list[Outcome] = []
+    leaks: list[tuple[str, str]] = []
     for path in all_files(args.files):
         if not path.exists():
             print(f"{path}: no such file", file=sys.stderr)
             return 2
-        for oc in run_file(path, legacy):
+        if args.oracle:
+            from oracle import Netns
+
+            with Netns() as ns:
+                file_outcomes = run_file(path, legacy, leaks, ns)
+        else:
+            file_outcomes = run_file(path, legacy, leaks)
+        for oc in file_outcomes:
             if args.required and not (oc.required and oc.legacy == "PASS"):
                 continue
             outcomes.append(oc)
-            if args.quiet and (oc.status == "SKIP" or oc.like_legacy):
+            if args.quiet and (oc.status == "SKIP" or oc.like_legacy) and not oc.oracle:
                 continue
             print(oc.short())
+            for od in oc.oracle:
+                print("    ORACLE " + od)
             if args.verbose and oc.status == "FAIL" and oc.detail:
                 for dl in oc.detail.rstrip("\n").splitlines():
                     if dl.startswith("#"):
                         continue
                     print("      | " + dl)
     print(tally(outcomes))
+    if args.oracle:
+        odiff = [o for o in outcomes if o.oracle]
+        print(f"oracle: {len(odiff)} line(s) differ from the live iptables-legacy: "
+              + " ".join(o.line.where for o in odiff))
+    if leaks:
+        print(leak_summary(leaks))
     bad = [o for o in outcomes if o.status != "SKIP" and not o.like_legacy]
     return 1 if bad else 0
 

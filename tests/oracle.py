@@ -10,13 +10,15 @@ Nothing here sends traffic: a fresh namespace has only a downed loopback.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import itertools
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator, NamedTuple
 
 import pytest
 
@@ -28,16 +30,12 @@ _counter = itertools.count()
 _live: set[str] = set()
 
 
-@dataclass
-class Proc:
+class Proc(NamedTuple):
     """One finished command: exit status and both outputs (text)."""
 
     rc: int
     out: str
     err: str
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter((self.rc, self.out, self.err))
 
 
 def root_netns_problem() -> str | None:
@@ -142,3 +140,37 @@ class Netns:
 def kernel_netns(wait: bool = True) -> Netns:
     """`with kernel_netns() as k: k.iptables("-S")` (same as `Netns(wait)`)."""
     return Netns(wait)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def offline(required: bool = True) -> Iterator[bool]:
+    """Run the block with this thread in a new, empty network namespace.
+
+    pyfw runs in-process, in the test's own namespace; resolving a name or
+    an address there (`-s host`, a bad address like 127.0.0.300, `-L`
+    without -n) would send DNS queries from the host.  Inside, lookups fail
+    at once (no interfaces), exactly as they do for iptables-legacy in its
+    oracle namespace, so both sides see the same world.  Yields whether the
+    isolation took effect (False only when `required` is False and the
+    unshare is not permitted).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            if required:
+                raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            if libc.setns(orig, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns back to the original network namespace: {os.strerror(err)}")
+    finally:
+        os.close(orig)

@@ -122,7 +122,23 @@ def _without_warnings(exc: Exception) -> Exception:
 
 
 def run(argv: list[str], stdin: str | None = None) -> Result:
-    """Run one command line (argv[0] picks the program) in-process."""
+    """Run one command line (argv[0] picks the program) in-process.
+
+    The cyclic garbage collector is paused meanwhile: a command builds tens
+    of thousands of small objects (rules, match data) and holds them all, so
+    collections find nothing and used to cost more than the work itself."""
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(argv, stdin)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _run(argv: list[str], stdin: str | None) -> Result:
     prog = os.path.basename(argv[0]) if argv else "pyfw"
     if prog.endswith("-save"):
         return _run_save(argv)
@@ -153,16 +169,19 @@ def _run_pyfw(argv: list[str]) -> Result:
     if path is None:
         return Result(2, "", f"{prog}: {problem}\n")
     from pyfw.cli import store
-    from pyfw.ruleset.commands import commit_check
+    from pyfw.ruleset.commands import chain_hooks, collect_uses, commit_check_change
     from pyfw.ruleset.execute import execute
 
     try:
         with store.locked(path, parsed.wait if parsed.wait > 0 else None):
             ruleset = store.load(path)
             known = set(ruleset.tables)
+            live = collect_uses(ruleset) if _checks_tables(parsed) else None
+            before = ruleset.tables.get(parsed.table)
+            hooks_before = chain_hooks(before) if before is not None else {}
             outcome = execute(ruleset, parsed)
             if outcome.changed:
-                commit_check(ruleset.tables[parsed.table])
+                commit_check_change(ruleset.tables[parsed.table], hooks_before, outcome.added, live)
             if outcome.changed or set(ruleset.tables) != known:
                 store.save(path, ruleset)
     except store.LockTimeout:
@@ -172,6 +191,14 @@ def _run_pyfw(argv: list[str]) -> Result:
         rc, err = _format_error(exc, prog)
         return Result(rc, "", "".join(parsed.warnings) + err)
     return Result(0, outcome.verbose_lines + outcome.output, "".join(outcome.warnings))
+
+
+def _checks_tables(parsed) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the command adds a use of an extension that checks across rules."""
+    uses = [m.ext for m in parsed.matches]
+    if parsed.target_ext is not None:
+        uses.append(parsed.target_ext.ext)
+    return any(ext.checks_tables() for ext in uses)
 
 
 def _run_save(argv: list[str]) -> Result:

@@ -188,6 +188,15 @@ class Extension:
     def check(self, data: Any, ctx: CheckContext) -> None:
         """The kernel's checkentry, beyond table/hooks/proto; raise KernelError."""
 
+    def check_table(self, live: list[Any], new: list[Any]) -> None:
+        """A check across rules at commit: `live` are this extension's data in
+        the whole ruleset before the commit (the replaced table included),
+        `new` those of the table being committed, in order."""
+
+    @classmethod
+    def checks_tables(cls) -> bool:
+        return cls.check_table is not Extension.check_table
+
     # --- text ---------------------------------------------------------------
     def save(self, data: Any, ip: RuleIp) -> str:
         """Text after `-m NAME` / `-j NAME` in -S and save output."""

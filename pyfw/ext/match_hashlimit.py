@@ -262,7 +262,26 @@ def htable_conflict(a: HashlimitData, b: HashlimitData) -> bool:
     return a.name == b.name and (a.mode & RATE_MATCH) != (b.mode & RATE_MATCH)
 
 
+def first_htable_conflict(live: Iterable[HashlimitData],
+                          new: Iterable[HashlimitData]) -> HashlimitData | None:
+    """For a table commit: `live` are the hashlimit uses of the ruleset as it
+    is before the commit (all tables, including the rules being replaced:
+    the kernel checks the new table while the old one still holds its hash
+    tables), `new` those of the table being committed, in rule order.
+    Returns the first use the kernel refuses with EINVAL, or None."""
+    seen: dict[str, int] = {}
+    for data in live:
+        seen.setdefault(data.name, data.mode & RATE_MATCH)
+    for data in new:
+        mode = seen.setdefault(data.name, data.mode & RATE_MATCH)
+        if mode != data.mode & RATE_MATCH:
+            return data
+    return None
+
+
 class Hashlimit(Match):
+    """hashlimit revision 3."""
+
     name = "hashlimit"
     revision = 3
     # Table order of hashlimit_mt_opts; "hashlimit" is the old name of
@@ -394,6 +413,12 @@ class Hashlimit(Match):
         for name, other in _earlier_matches(ctx.matches, data):
             if name == self.name and isinstance(other, HashlimitData) and htable_conflict(other, data):
                 raise KernelError(EINVAL)
+
+    def check_table(self, live: list[Any], new: list[Any]) -> None:
+        """One hash table per name: its rate-match setting cannot change while
+        another rule (or the table being replaced) holds it."""
+        if first_htable_conflict(live, new) is not None:
+            raise KernelError(EINVAL)
 
     def save(self, data: HashlimitData, ip: RuleIp) -> str:
         text = " --hashlimit-above" if data.mode & INVERT else " --hashlimit-upto"

@@ -113,7 +113,7 @@ class ExtUse:
     """One extension used in the rule being parsed (a match or the target)."""
 
     ext: Extension
-    key: int  # the option-offset identity shared by clones
+    key: tuple[str, str]  # (kind, name): the option-offset identity clones share
     data: Any
     xflags: set[str] = field(default_factory=set)
     udata: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +173,33 @@ class ParsedCommand:
         return TargetUse("jump", self.jumpto, goto=self.goto)
 
 
+@dataclass
+class LongOpts:
+    """getopt's long option table: the entries in order, and by exact name."""
+
+    entries: list[tuple[str, int, Any]]
+    exact: dict[str, tuple[str, int, Any]]
+
+
+_LONGOPTS_CACHE: dict[tuple[Extension, ...], LongOpts] = {}
+
+
+def _longopts_for(merged: tuple[Extension, ...]) -> LongOpts:
+    cached = _LONGOPTS_CACHE.get(merged)
+    if cached is None:
+        entries: list[tuple[str, int, Any]] = list(BASE_LONGOPTS)
+        for ext in merged:
+            key = (ext.kind, ext.name)
+            for o in ext.options:
+                entries.append((o.name, o.getopt_has_arg, (key, o.name)))
+        exact: dict[str, tuple[str, int, Any]] = {}
+        for e in entries:
+            exact.setdefault(e[0], e)
+        cached = LongOpts(entries, exact)
+        _LONGOPTS_CACHE[merged] = cached
+    return cached
+
+
 class _Getopt:
     """glibc getopt_long in RETURN_IN_ORDER mode with opterr off and ':'
     for a missing argument."""
@@ -183,7 +210,7 @@ class _Getopt:
         self.optarg: str | None = None
         self.nextchar = ""
 
-    def next(self, longopts: list[tuple[str, int, Any]]) -> Any:
+    def next(self, longopts: "LongOpts") -> Any:
         self.optarg = None
         argv = self.argv
         if self.nextchar:
@@ -198,22 +225,31 @@ class _Getopt:
             self.optind += 1
             self.optarg = word
             return 1
-        if word.startswith("--"):
+        if word[1] == "-":
             return self._long(word[2:], longopts)
+        if len(word) == 2:  # the common "-p tcp": no cluster to walk
+            ch = word[1]
+            kind = SHORT.get(ch)
+            self.optind += 1
+            if kind is None or ch == ":":
+                return "?"
+            if kind == 1:
+                if self.optind < len(argv):
+                    self.optarg = argv[self.optind]
+                    self.optind += 1
+                else:
+                    return ":"
+            return ch
         self.nextchar = word[1:]
         self.optind += 1
         return self._short()
 
-    def _long(self, body: str, longopts: list[tuple[str, int, Any]]) -> Any:
+    def _long(self, body: str, longopts: "LongOpts") -> Any:
         name, eq, value = body.partition("=")
         self.optind += 1
-        found = None
-        for opt in longopts:
-            if opt[0] == name:
-                found = opt
-                break
+        found = longopts.exact.get(name)
         if found is None:
-            candidates = [o for o in longopts if o[0].startswith(name)]
+            candidates = [o for o in longopts.entries if o[0].startswith(name)]
             if not candidates:
                 return "?"
             first = candidates[0]
@@ -327,30 +363,22 @@ class _Parser:
         self.invflags = 0
         self.protocol: str | None = None
         self.proto_used = False
-        self.ext_keys: dict[tuple[str, str], int] = {}
-        # merged extension option tables, newest first: (key, ext)
-        self.merged: list[tuple[int, Extension]] = []
-        self._longopts_cache: list[tuple[str, int, Any]] | None = None
+        # merged extension option tables, newest first
+        self.merged: tuple[Extension, ...] = ()
+        self._longopts_cache: LongOpts | None = None
         self.shost: str | None = None
         self.dhost: str | None = None
 
     # ---- option tables ----------------------------------------------------
-    def longopts(self) -> list[tuple[str, int, Any]]:
+    def longopts(self) -> "LongOpts":
         if self._longopts_cache is None:
-            opts: list[tuple[str, int, Any]] = list(BASE_LONGOPTS)
-            for key, ext in self.merged:
-                for o in ext.options:
-                    opts.append((o.name, o.getopt_has_arg, (key, o.name)))
-            self._longopts_cache = opts
+            self._longopts_cache = _longopts_for(self.merged)
         return self._longopts_cache
 
-    def merge(self, ext: Extension) -> int:
-        ident = (ext.kind, ext.name)
-        key = self.ext_keys.get(ident)
-        if key is None:
-            key = len(self.ext_keys) + 1
-            self.ext_keys[ident] = key
-            self.merged.insert(0, (key, ext))
+    def merge(self, ext: Extension) -> tuple[str, str]:
+        key = (ext.kind, ext.name)
+        if ext not in self.merged:
+            self.merged = (ext, *self.merged)
             self._longopts_cache = None
         return key
 

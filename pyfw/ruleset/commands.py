@@ -3,6 +3,8 @@ the checks the kernel runs when a table is committed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyfw.errors import KernelError, OtherProblem
 from pyfw.ext import find_match, find_target
 from pyfw.ext.base import HOOKS, CheckContext
@@ -189,6 +191,7 @@ def rename_chain(table: Table, old: str, new: str) -> None:
         for r in ch.rules:
             if r.target.kind == "jump" and r.target.name == old:
                 r.target.name = new
+                r.text = None
 
 
 def set_policy(table: Table, chain: str, policy: str, counters: tuple[int, int] | None) -> None:
@@ -247,8 +250,31 @@ def find_loop(table: Table) -> bool:
     return False
 
 
-def commit_check(table: Table) -> None:
-    """What translate_table and the extensions' checkentry refuse."""
+def collect_uses(ruleset: Ruleset) -> dict[str, list[Any]]:
+    """The data of every use of an extension that checks across rules
+    (Extension.check_table), by "match:NAME" / "target:NAME"."""
+    uses: dict[str, list[Any]] = {}
+    for table in ruleset.tables.values():
+        _collect_table(table, uses)
+    return uses
+
+
+def _collect_table(table: Table, uses: dict[str, list[Any]]) -> None:
+    for chain in table.ordered_chains():
+        for rule in chain.rules:
+            for m in rule.matches:
+                ext = find_match(m.name)
+                if ext is not None and ext.checks_tables():
+                    uses.setdefault("match:" + m.name, []).append(m.data)
+            if rule.target.kind == "extension":
+                ext = find_target(rule.target.name)
+                if ext is not None and ext.checks_tables():
+                    uses.setdefault("target:" + rule.target.name, []).append(rule.target.data)
+
+
+def commit_check(table: Table, live: dict[str, list[Any]] | None = None) -> None:
+    """What translate_table and the extensions' checkentry refuse; `live` is
+    collect_uses() of the ruleset before the change."""
     if find_loop(table):
         raise KernelError(TEXT_ELOOP)
     hooks_of = chain_hooks(table)
@@ -256,6 +282,40 @@ def commit_check(table: Table) -> None:
         hooks = hooks_of[chain.name]
         for rule in chain.rules:
             check_rule(table.name, chain.name, hooks, rule)
+    new: dict[str, list[Any]] = {}
+    _collect_table(table, new)
+    for key, datas in new.items():
+        kind, name = key.split(":", 1)
+        ext = find_match(name) if kind == "match" else find_target(name)
+        assert ext is not None
+        ext.check_table((live or {}).get(key, []), datas)
+
+
+def commit_check_change(table: Table, hooks_before: dict[str, frozenset[str]], added: list[Rule],
+                        live: dict[str, list[Any]] | None = None) -> None:
+    """commit_check for a table that passed it before one command changed
+    it: only the added rules, and the rules of chains now reachable from
+    other hooks, can fail.  A loop needs a new jump."""
+    if any(r.target.kind == "jump" for r in added) and find_loop(table):
+        raise KernelError(TEXT_ELOOP)
+    hooks_of = chain_hooks(table)
+    new_ids = {id(r) for r in added}
+    for chain in table.chains.values():
+        hooks = hooks_of[chain.name]
+        changed = hooks_before.get(chain.name) != hooks
+        if not changed and not new_ids:
+            continue
+        for rule in chain.rules:
+            if changed or id(rule) in new_ids:
+                check_rule(table.name, chain.name, hooks, rule)
+    if live is not None:
+        new: dict[str, list[Any]] = {}
+        _collect_table(table, new)
+        for key, datas in new.items():
+            kind, name = key.split(":", 1)
+            ext = find_match(name) if kind == "match" else find_target(name)
+            assert ext is not None
+            ext.check_table(live.get(key, []), datas)
 
 
 def check_rule(table: str, chain: str, hooks: frozenset[str], rule: Rule) -> None:

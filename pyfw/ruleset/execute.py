@@ -31,6 +31,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     changed: bool = False
     verbose_lines: str = ""
+    # the rules this command put into the table (for an incremental check)
+    added: list[Rule] = field(default_factory=list)
 
 
 def resolve_rules(ruleset: Ruleset, p: ParsedCommand) -> list[Rule]:
@@ -66,6 +68,8 @@ def execute(ruleset: Ruleset, p: ParsedCommand, *, src_file: str | None = None,
     assert chain is not None or cmd in (CMD_LIST, CMD_LIST_RULES, CMD_FLUSH, CMD_ZERO, CMD_DELETE_CHAIN,
                                         CMD_LIST | CMD_ZERO, CMD_LIST_RULES | CMD_ZERO)
     base = cmd & ~(CMD_ZERO | CMD_ZERO_NUM) if cmd & (CMD_LIST | CMD_LIST_RULES) else cmd
+    if base in (CMD_APPEND, CMD_INSERT, CMD_REPLACE):
+        out.added = rules if base != CMD_REPLACE else rules[:1]
     if base == CMD_APPEND:
         ops.append(table, chain or "", rules)
     elif base == CMD_DELETE:

@@ -25,7 +25,7 @@ def _save_addr(letter: str, addr: int, mask: int, invert: bool) -> str:
 
 
 def _save_iface(letter: str, name: str, invert: bool) -> str:
-    if not name:
+    if not name or name == "+":  # an all-zero mask: not saved, `!` neither
         return ""
     return f"{' !' if invert else ''} -{letter} {name}"
 
@@ -33,10 +33,19 @@ def _save_iface(letter: str, name: str, invert: bool) -> str:
 def rule_text(rule: Rule, chain: str, counters: int = 0) -> str:
     """print_rule4: counters > 0 prefixes "[p:b] " (save -c), < 0 appends
     " -c p b" (-S -v)."""
-    parts: list[str] = []
+    text = rule.text
+    if text is None:
+        text = rule.text = _rule_parts(rule)
+    head, tail = text
     if counters > 0:
-        parts.append(f"[{rule.counters.packets}:{rule.counters.bytes}] ")
-    parts.append(f"-A {chain}")
+        return f"[{rule.counters.packets}:{rule.counters.bytes}] -A {chain}{head}{tail}"
+    if counters < 0:
+        return f"-A {chain}{head} -c {rule.counters.packets} {rule.counters.bytes}{tail}"
+    return f"-A {chain}{head}{tail}"
+
+
+def _rule_parts(rule: Rule) -> tuple[str, str]:
+    parts: list[str] = []
     inv = rule.invflags
     parts.append(_save_addr("s", rule.src, rule.smsk, bool(inv & INV_SRCIP)))
     parts.append(_save_addr("d", rule.dst, rule.dmsk, bool(inv & INV_DSTIP)))
@@ -58,19 +67,17 @@ def rule_text(rule: Rule, chain: str, counters: int = 0) -> str:
             continue
         parts.append(f" -m {ext.save_name(m.data)}")
         parts.append(ext.save(m.data, ip))
-    if counters < 0:
-        parts.append(f" -c {rule.counters.packets} {rule.counters.bytes}")
     t = rule.target
+    tail = ""
     if t.kind == "extension":
         ext = find_target(t.name)
         if ext is not None:
-            parts.append(f" -j {ext.save_name(t.data)}")
-            parts.append(ext.save(t.data, ip))
+            tail = f" -j {ext.save_name(t.data)}" + ext.save(t.data, ip)
     elif t.kind == "verdict":
-        parts.append(f" -j {t.name}")
+        tail = f" -j {t.name}"
     elif t.kind == "jump":
-        parts.append(f" -{'g' if t.goto else 'j'} {t.name}")
-    return "".join(parts)
+        tail = f" -{'g' if t.goto else 'j'} {t.name}"
+    return "".join(parts), tail
 
 
 def save_table(table: Table, counters: bool, now: float | None = None, program: str = "iptables-save") -> str:

@@ -81,6 +81,9 @@ class Rule:
     # Where the rule came from: ruleset file and line (None: added by command).
     src_file: str | None = None
     src_line: int | None = None
+    # The rule's save text once made, split where -S -v puts " -c P B":
+    # (ip part and matches, target).  Cleared by anything that changes it.
+    text: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ip(self) -> RuleIp:
@@ -91,11 +94,22 @@ class Rule:
         return (
             self.src == other.src and self.smsk == other.smsk
             and self.dst == other.dst and self.dmsk == other.dmsk
-            and self.iniface == other.iniface and self.outiface == other.outiface
+            and iface_key(self.iniface) == iface_key(other.iniface)
+            and iface_key(self.outiface) == iface_key(other.outiface)
             and self.proto == other.proto and self.frag == other.frag
             and self.invflags == other.invflags
             and self.matches == other.matches and self.target == other.target
         )
+
+
+def iface_key(name: str) -> tuple[bool, str]:
+    """What the kernel compares of an interface: name and mask.  "eth+" is a
+    prefix; "" and "+" both have an all-zero mask."""
+    if name.endswith("+"):
+        return True, name[:-1]
+    if not name:
+        return True, ""
+    return False, name
 
 
 @dataclass

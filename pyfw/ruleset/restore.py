@@ -285,6 +285,7 @@ def _restore_block(work: Ruleset, block: Block, opts: RestoreOptions, missing: i
         from pyfw.ruleset.model import Table
 
         work.append_table(Table.new(table_name))
+    live = ops.collect_uses(work)
     table = work.table(table_name)
     if not opts.noflush:
         for c in table.ordered_chains():
@@ -304,7 +305,7 @@ def _restore_block(work: Ruleset, block: Block, opts: RestoreOptions, missing: i
         raise CommitExpected(missing)
     if not opts.test:
         try:
-            ops.commit_check(table)
+            ops.commit_check(table, live)
         except KernelError:
             raise LineFailed(block.commit.number) from None
 

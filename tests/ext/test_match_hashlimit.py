@@ -218,3 +218,13 @@ def test_plen() -> None:
     assert parse_plen("hashlimit-srcmask", "24") == 24
     assert parse_plen("hashlimit-srcmask", "255.255.255.0") == 24
     assert parse_plen("hashlimit-srcmask", "33") == 255  # 0.0.0.33: not contiguous
+
+
+def test_first_htable_conflict() -> None:
+    from pyfw.ext.match_hashlimit import first_htable_conflict
+
+    plain, rated = HashlimitData(name="x"), HashlimitData(name="x", mode=RATE_MATCH)
+    assert first_htable_conflict([plain], [plain, HashlimitData(name="y", mode=RATE_MATCH)]) is None
+    assert first_htable_conflict([plain], [rated]) is rated
+    other = HashlimitData(name="x", mode=RATE_MATCH | BYTES)
+    assert first_htable_conflict([], [rated, plain, other]) is plain

@@ -1,0 +1,51 @@
+"""Shared fixtures: the kernel oracle and the shared test data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/oracle.py, tests/conformance.py
+
+from oracle import Netns, NetnsError, offline, skip_unless_root_netns  # noqa: E402
+
+
+def _shared() -> Path:
+    env = os.environ.get("PYFW_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture
+def kernel() -> Iterator[Netns]:
+    """A fresh network namespace with iptables-legacy (skips when not root)."""
+    skip_unless_root_netns()
+    try:
+        ns = Netns().__enter__()
+    except NetnsError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """/work/shared (../shared of the repo, or $PYFW_SHARED); skips when absent."""
+    path = _shared()
+    if not path.is_dir():
+        pytest.skip(f"shared test data not found at {path} (set PYFW_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def no_network() -> Iterator[bool]:
+    """The module's tests run in an empty network namespace when that is
+    permitted (root), so in-process pyfw cannot send DNS queries; yields
+    whether it is isolated."""
+    with offline(required=False) as isolated:
+        yield isolated
