@@ -28,13 +28,15 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import shlex
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: make `pyfw` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -255,7 +257,7 @@ def _exists(kind: str, name: str) -> bool:
     return found is not None
 
 
-def missing_extensions(used: Iterable[tuple[str, str]], chains: set[str] = frozenset()) -> list[str]:
+def missing_extensions(used: Iterable[tuple[str, str]], chains: Set[str] = frozenset()) -> list[str]:
     """Names (as `-m x` / `-j X`) of used extensions pyfw lacks."""
     missing = []
     for kind, name in used:
@@ -344,7 +346,7 @@ def _first_err(text: str) -> str:
 class FileRunner:
     """Runs the lines of one .t file against one fresh pyfw ruleset file."""
 
-    def __init__(self, path: Path, legacy: dict[str, str], kernel: "Netns | None" = None) -> None:
+    def __init__(self, path: Path, legacy: dict[str, str], kernel: Netns | None = None) -> None:
         self.path = path
         self.kernel = kernel
         self.offline = False
@@ -511,20 +513,22 @@ def normalise_prog(text: str) -> str:
     return _PROG_RE.sub("pyfw", text)
 
 
-_PROG_RE = __import__("re").compile(r"(?<![\w-])iptables(?:-legacy)?(?![\w-])")
+_PROG_RE = re.compile(r"(?<![\w-])iptables(?:-legacy)?(?![\w-])")
 
 
 _OFFLINE = False  # set by main() when the process is in an empty network namespace
 
 
 def run_file(path: Path, legacy: dict[str, str] | None = None,
-             leaks: list[tuple[str, str]] | None = None, kernel: "Netns | None" = None) -> list[Outcome]:
+             leaks: list[tuple[str, str]] | None = None, kernel: Netns | None = None,
+             offline: bool | None = None) -> list[Outcome]:
     """All outcomes of one .t file; direct writes to stderr go to `leaks`.
     With `kernel` (a fresh oracle namespace) each line is also compared with
-    the live iptables-legacy (Outcome.oracle)."""
+    the live iptables-legacy (Outcome.oracle); `offline` says this thread is
+    in an empty network namespace, so name-resolving listings are safe."""
     legacy = load_legacy_results() if legacy is None else legacy
     runner = FileRunner(path, legacy, kernel)
-    runner.offline = _OFFLINE
+    runner.offline = _OFFLINE if offline is None else offline
     outcomes = []
     try:
         for item in parse_t(path):

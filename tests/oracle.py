@@ -16,9 +16,10 @@ import itertools
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import pytest
 
@@ -96,7 +97,7 @@ class Netns:
         self.wait = wait
         self._created = False
 
-    def __enter__(self) -> "Netns":
+    def __enter__(self) -> Netns:
         proc = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True)
         if proc.returncode != 0:
             raise NetnsError(f"ip netns add {self.name} failed: {proc.stderr.strip()}")

@@ -8,9 +8,9 @@ fail in pyfw the same way, since pyfw mirrors 1.8.9.
 
 from __future__ import annotations
 
-import pytest
-
 import conformance as conf
+import pytest
+from oracle import Netns, requires_root_netns
 
 _DATA = conf.conformance_dir()
 _FILES = sorted(p.name for p in _DATA.glob("*.t")) if _DATA.is_dir() else []
@@ -72,3 +72,21 @@ def test_tally(results: dict[str, list[conf.Outcome]], capsys: pytest.CaptureFix
     everything = [o for outs in results.values() for o in outs]
     with capsys.disabled():
         print("\nconformance " + conf.tally(everything).replace("\n", "\n  "))
+
+
+@pytest.mark.root
+@requires_root_netns
+@pytest.mark.skipif(not _FILES, reason=f"no conformance data at {_DATA} (set PYFW_SHARED)")
+@pytest.mark.parametrize("name", _FILES or ["-"])
+def test_versus_kernel(no_network: bool, name: str) -> None:
+    """Every runnable line also on the live iptables-legacy (fresh netns per
+    file): same exit status, stderr (program name aside), -S / -L output of
+    the chain and -D result.  Stricter than the .t judging."""
+    legacy = conf.load_legacy_results()
+    with Netns() as kernel:
+        outcomes = conf.run_file(_DATA / name, legacy, kernel=kernel, offline=no_network)
+    bad = [o for o in outcomes if o.oracle]
+    if bad:
+        text = "\n".join(f"  {o.line.where}: {o.line.raw}\n" + "\n".join("    " + d for d in o.oracle)
+                         for o in bad)
+        pytest.fail(f"{len(bad)} line(s) of {name} differ from iptables-legacy:\n{text}", pytrace=False)

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from oracle import Netns, requires_root_netns
+
 from pyfw.cli.main import run
 
 pytestmark = [pytest.mark.root, requires_root_netns, pytest.mark.usefixtures("no_network")]

@@ -15,8 +15,8 @@ import os
 import pickle
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pyfw.ruleset.model import Ruleset
 

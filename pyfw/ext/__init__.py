@@ -33,10 +33,10 @@ TARGET_MODULES: dict[str, str] = {
 
 STANDARD_TARGETS = ("ACCEPT", "DROP", "QUEUE", "RETURN")
 
-_cache: dict[tuple[str, str], "Extension | None"] = {}
+_cache: dict[tuple[str, str], Extension | None] = {}
 
 
-def _load(kind: str, name: str, modules: dict[str, str]) -> "Extension | None":
+def _load(kind: str, name: str, modules: dict[str, str]) -> Extension | None:
     key = (kind, name)
     if key in _cache:
         return _cache[key]
@@ -58,12 +58,12 @@ def _load(kind: str, name: str, modules: dict[str, str]) -> "Extension | None":
     return ext
 
 
-def find_match(name: str) -> "Extension | None":
+def find_match(name: str) -> Extension | None:
     """The match extension `-m name` loads, or None (iptables: Couldn't load)."""
     return _load("match", name, MATCH_MODULES)
 
 
-def find_target(name: str) -> "Extension | None":
+def find_target(name: str) -> Extension | None:
     """The target extension `-j name` loads, or None (maybe a chain)."""
     return _load("target", name, TARGET_MODULES)
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextvars
 import enum
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from pyfw.errors import ParameterProblem
-
 
 # struct ipt_ip invflags bits (IPT_INV_*).
 INV_VIA_IN = 0x01
@@ -127,7 +127,7 @@ class RuleIp:
 class Call:
     """One option occurrence handed to `Extension.parse` (xt_option_call)."""
 
-    ext: "Extension"
+    ext: Extension
     opt: Opt
     arg: str | None
     invert: bool

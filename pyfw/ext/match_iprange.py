@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyfw.errors import ParameterProblem
-from pyfw.ext.base import warn, ArgType, Call, Match, Opt, RuleIp
+from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp, warn
 from pyfw.ext.types import ip_to_str, numeric_to_ipaddr
 
 # flags (IPRANGE_*)

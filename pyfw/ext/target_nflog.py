@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyfw.errors import ParameterProblem
-from pyfw.ext.base import warn, ArgType, Call, Opt, RuleIp, Target
+from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target, warn
 from pyfw.ext.target_log import truncate_prefix
 from pyfw.ext.types import save_string
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
-from pyfw.ext.base import warn, INV_PROTO, ArgType, Call, CheckContext, Opt, RuleIp, Target
+from pyfw.ext.base import INV_PROTO, ArgType, Call, CheckContext, Opt, RuleIp, Target, warn
 
 # enum ipt_reject_with
 ICMP_NET_UNREACHABLE = 0

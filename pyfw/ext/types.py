@@ -56,10 +56,10 @@ def strtoul(s: str, lo: int = 0, hi: int = 0) -> int | None:
     """xtables_strtoul without end pointer: the whole string, in [lo, hi]
     (hi 0 means no upper bound besides 2**64-1)."""
     if s.isdigit() and s.isascii() and (s[0] != "0" or len(s) == 1):
-        value = int(s)  # plain decimal, the common case
-        if value > UINT_MAX[64] or value < lo or (hi != 0 and value > hi):
+        number = int(s)  # plain decimal, the common case
+        if number > UINT_MAX[64] or number < lo or (hi != 0 and number > hi):
             return None
-        return value
+        return number
     value, rest = strtoul_prefix(s)
     if value is None or rest != "":
         return None
@@ -80,13 +80,13 @@ def strtoul_end(s: str, lo: int = 0, hi: int = 0) -> tuple[int | None, str]:
     return value, rest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _services() -> dict[tuple[str, str | None], int]:
     table: dict[tuple[str, str | None], int] = {}
     try:
         with open("/etc/services", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                line = line.split("#", 1)[0].split()
+            for text in f:
+                line = text.split("#", 1)[0].split()
                 if len(line) < 2 or "/" not in line[1]:
                     continue
                 port_s, proto = line[1].split("/", 1)
@@ -126,7 +126,7 @@ def getportbyname(name: str) -> int:
     return service_to_port(name, None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _protocols() -> dict[str, int]:
     table: dict[str, int] = {}
     try:
@@ -141,7 +141,7 @@ def _protocols() -> dict[str, int]:
     return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _protocol_names() -> dict[int, str]:
     names: dict[int, str] = {}
     try:
@@ -160,12 +160,12 @@ def parse_protocol(s: str) -> int:
     value = strtoul(s, 0, 0xFF)
     if value is not None:
         return value
-    for name, num in CHAIN_PROTOS:
+    for name, number in CHAIN_PROTOS:
         if name == s:
-            return num
-    num = _protocols().get(s)
-    if num is not None:
-        return num
+            return number
+    found = _protocols().get(s)
+    if found is not None:
+        return found
     raise ParameterProblem(f'unknown protocol "{s}" specified')
 
 
@@ -235,8 +235,7 @@ def _host_to_addrs(name: str) -> list[int]:
         return []
     out: list[int] = []
     for info in infos:
-        a = info[4][0]
-        v = numeric_to_ipaddr(a)
+        v = numeric_to_ipaddr(str(info[4][0]))
         if v is not None:
             out.append(v)
     return out
@@ -648,14 +647,40 @@ def ipmask_to_numeric(mask: int) -> str:
     return f"/{cidr}"
 
 
+@functools.lru_cache(maxsize=4096)
 def ipaddr_to_anyname(addr: int) -> str:
-    """xtables_ipaddr_to_anyname: getnameinfo's host name (which is the
-    numeric form when the address has none)."""
+    """xtables_ipaddr_to_anyname: getnameinfo's host name (the numeric form
+    when the resolver says the address has none); when the resolver fails
+    (no network, as in a fresh namespace), the /etc/networks name; else the
+    numeric form."""
     try:
         host, _ = socket.getnameinfo((ip_to_str(addr), 0), 0)
+        return str(host)
     except (OSError, UnicodeError):
-        return ip_to_str(addr)
-    return host
+        pass
+    return _networks_by_addr().get(addr) or ip_to_str(addr)
+
+
+@functools.lru_cache(maxsize=1)
+def _networks_by_addr() -> dict[int, str]:
+    """getnetbyaddr over /etc/networks (inet_network numbers)."""
+    names: dict[int, str] = {}
+    try:
+        with open("/etc/networks", encoding="utf-8", errors="replace") as f:
+            for text in f:
+                words = text.split("#", 1)[0].split()
+                if len(words) < 2:
+                    continue
+                value = 0
+                try:
+                    for part in words[1].split("."):
+                        value = value << 8 | int(part, 0)
+                except ValueError:
+                    continue
+                names.setdefault(value & 0xFFFFFFFF, words[0])
+    except OSError:
+        pass
+    return names
 
 
 def fcheck_excl_id_order(ext: str, options: Any, id_order: tuple[str, ...], xflags: set[str]) -> None:

@@ -18,8 +18,17 @@ from typing import Any
 from pyfw.errors import OtherProblem, ParameterProblem
 from pyfw.ext import STANDARD_TARGETS, find_match, find_target
 from pyfw.ext.base import (
-    INV_DSTIP, INV_FRAG, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT,
-    ArgType, ArgvCursor, Call, Extension, RuleIp,
+    INV_DSTIP,
+    INV_FRAG,
+    INV_PROTO,
+    INV_SRCIP,
+    INV_VIA_IN,
+    INV_VIA_OUT,
+    ArgType,
+    ArgvCursor,
+    Call,
+    Extension,
+    RuleIp,
 )
 from pyfw.ext.types import ipparse_multiple, parse_protocol, parse_typed, strtoul
 from pyfw.ruleset.model import Counters, MatchUse, Rule, TargetUse
@@ -210,7 +219,7 @@ class _Getopt:
         self.optarg: str | None = None
         self.nextchar = ""
 
-    def next(self, longopts: "LongOpts") -> Any:
+    def next(self, longopts: LongOpts) -> Any:
         self.optarg = None
         argv = self.argv
         if self.nextchar:
@@ -244,7 +253,7 @@ class _Getopt:
         self.optind += 1
         return self._short()
 
-    def _long(self, body: str, longopts: "LongOpts") -> Any:
+    def _long(self, body: str, longopts: LongOpts) -> Any:
         name, eq, value = body.partition("=")
         self.optind += 1
         found = longopts.exact.get(name)
@@ -370,7 +379,7 @@ class _Parser:
         self.dhost: str | None = None
 
     # ---- option tables ----------------------------------------------------
-    def longopts(self) -> "LongOpts":
+    def longopts(self) -> LongOpts:
         if self._longopts_cache is None:
             self._longopts_cache = _longopts_for(self.merged)
         return self._longopts_cache

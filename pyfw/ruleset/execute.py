@@ -10,10 +10,28 @@ from pyfw.errors import KernelError, ParameterProblem
 from pyfw.ruleset import commands as ops
 from pyfw.ruleset import format as fmt
 from pyfw.ruleset.argparse import (
-    CMD_APPEND, CMD_CHECK, CMD_DELETE, CMD_DELETE_CHAIN, CMD_DELETE_NUM, CMD_FLUSH,
-    CMD_INSERT, CMD_LIST, CMD_LIST_RULES, CMD_NEW_CHAIN, CMD_NONE, CMD_RENAME_CHAIN,
-    CMD_REPLACE, CMD_SET_POLICY, CMD_ZERO, CMD_ZERO_NUM, OPT_COUNTERS, OPT_EXPANDED,
-    OPT_LINENUMBERS, OPT_NUMERIC, OPT_VERBOSE, ParsedCommand,
+    CMD_APPEND,
+    CMD_CHECK,
+    CMD_DELETE,
+    CMD_DELETE_CHAIN,
+    CMD_DELETE_NUM,
+    CMD_FLUSH,
+    CMD_INSERT,
+    CMD_LIST,
+    CMD_LIST_RULES,
+    CMD_NEW_CHAIN,
+    CMD_NONE,
+    CMD_RENAME_CHAIN,
+    CMD_REPLACE,
+    CMD_SET_POLICY,
+    CMD_ZERO,
+    CMD_ZERO_NUM,
+    OPT_COUNTERS,
+    OPT_EXPANDED,
+    OPT_LINENUMBERS,
+    OPT_NUMERIC,
+    OPT_VERBOSE,
+    ParsedCommand,
 )
 from pyfw.ruleset.model import Rule, Ruleset
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 
 from pyfw import IPTABLES_VERSION
@@ -189,27 +188,10 @@ def _header(fmt: int, chain: Chain, refs: int) -> str:
     return s + "\n"
 
 
-@functools.lru_cache(maxsize=4096)
 def _addr_to_anyname(addr: int) -> str:
-    return _hosts_by_addr().get(addr) or ip_to_str(addr)
+    from pyfw.ext.types import ipaddr_to_anyname
 
-
-@functools.lru_cache(maxsize=1)
-def _hosts_by_addr() -> dict[int, str]:
-    from pyfw.ext.types import numeric_to_ipaddr
-
-    names: dict[int, str] = {}
-    try:
-        with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                words = line.split("#", 1)[0].split()
-                if len(words) >= 2 and words[0].count(".") == 3:
-                    a = numeric_to_ipaddr(words[0])
-                    if a is not None:
-                        names.setdefault(a, words[1])
-    except OSError:
-        pass
-    return names
+    return ipaddr_to_anyname(addr)
 
 
 def _mask_to_numeric(mask: int) -> str:

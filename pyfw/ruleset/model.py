@@ -89,7 +89,7 @@ class Rule:
     def ip(self) -> RuleIp:
         return RuleIp(self.proto, self.invflags)
 
-    def same_as(self, other: "Rule") -> bool:
+    def same_as(self, other: Rule) -> bool:
         """libiptc's is_same: everything but counters and origin."""
         return (
             self.src == other.src and self.smsk == other.smsk
@@ -130,7 +130,7 @@ class Table:
     chains: dict[str, Chain] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, name: str) -> "Table":
+    def new(cls, name: str) -> Table:
         table = cls(name)
         for chain in BUILTIN_CHAINS[name]:
             table.chains[chain] = Chain(chain, policy="ACCEPT")

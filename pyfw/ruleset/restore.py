@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pyfw.errors import KernelError, OtherProblem, ParameterProblem, PyfwError
 from pyfw.ruleset import commands as ops
