@@ -1,0 +1,106 @@
+"""What compiled matches and targets see: verdict codes, conntrack state
+bits, and the services the engine lends them (Env).
+
+An extension module may define, beside its parse/print code:
+
+    def compile(self, data, env: Env) -> Callable[[Packet], bool]      # a match
+    def compile(self, data, env: Env) -> Callable[[Packet], int]       # a target
+
+The engine calls `compile` once per rule when a ruleset is loaded and calls
+the returned function per packet, so constants are bound in the closure and
+the per-packet work is a few attribute reads.  A target's function returns a
+verdict (NF_DROP, NF_ACCEPT, NF_QUEUE | (queue << 16), XT_CONTINUE, XT_RETURN)
+and may change the packet (mark, TOS, TTL, MSS) or ask the engine for
+something through `env` (LOG lines, frames the host sends, NAT bindings).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
+
+# Netfilter verdicts (linux/netfilter.h) and xtables pseudo-verdicts.
+NF_DROP = 0
+NF_ACCEPT = 1
+NF_STOLEN = 2
+NF_QUEUE = 3
+NF_REPEAT = 4
+NF_VERDICT_MASK = 0xFF
+NF_QUEUE_SHIFT = 16
+NF_VERDICT_FLAG_QUEUE_BYPASS = 0x8000
+XT_CONTINUE = -1  # a non-terminating target: go on with the next rule
+XT_RETURN = -5    # back to the calling chain (NF_REPEAT - 1 - 8 in the kernel's encoding)
+
+# enum ip_conntrack_info
+IP_CT_ESTABLISHED = 0
+IP_CT_RELATED = 1
+IP_CT_NEW = 2
+IP_CT_IS_REPLY = 3
+IP_CT_ESTABLISHED_REPLY = 3
+IP_CT_RELATED_REPLY = 4
+IP_CT_UNTRACKED = 7
+# Packet.ctinfo when conntrack has no entry for the packet (INVALID).
+IP_CT_NONE = -1
+
+# xt_conntrack / xt_state state bits.
+CT_STATE_INVALID = 1 << 0
+CT_STATE_UNTRACKED = 1 << 11
+CT_STATE_SNAT = 1 << 9
+CT_STATE_DNAT = 1 << 10
+
+
+def state_bit(ctinfo: int) -> int:
+    """XT_CONNTRACK_STATE_BIT(ctinfo): ESTABLISHED 2, RELATED 4, NEW 8."""
+    return 1 << (ctinfo % IP_CT_IS_REPLY + 1)
+
+
+# enum ip_conntrack_status bits (Conn.status).
+IPS_EXPECTED = 1 << 0
+IPS_SEEN_REPLY = 1 << 1
+IPS_ASSURED = 1 << 2
+IPS_CONFIRMED = 1 << 3
+IPS_SRC_NAT = 1 << 4
+IPS_DST_NAT = 1 << 5
+IPS_SEQ_ADJUST = 1 << 6
+IPS_SRC_NAT_DONE = 1 << 7
+IPS_DST_NAT_DONE = 1 << 8
+IPS_DYING = 1 << 9
+IPS_FIXED_TIMEOUT = 1 << 10
+IPS_TEMPLATE = 1 << 11
+IPS_UNTRACKED = 1 << 12
+
+# skb->pkt_type
+PACKET_HOST = 0
+PACKET_BROADCAST = 1
+PACKET_MULTICAST = 2
+PACKET_OTHERHOST = 3
+PACKET_OUTGOING = 4
+
+
+class Env(Protocol):
+    """Services of the engine for compiled extensions."""
+
+    @property
+    def host(self) -> Any:
+        """pyfw.engine.host.Host: interfaces, addresses, routes, sysctls."""
+
+    def log(self, text: str) -> None:
+        """A kernel log line (LOG target text, without the dmesg timestamp)."""
+
+    def send_local(self, data: bytearray, pkt: Packet) -> None:
+        """A packet the host sends in answer to `pkt` (REJECT): it goes
+        through OUTPUT and POSTROUTING like any locally made packet."""
+
+    def shared(self, kind: str, name: str, factory: Callable[[], Any]) -> Any:
+        """Named state that outlives a ruleset swap (recent lists, hashlimit
+        tables): one object per (kind, name), made by `factory` once."""
+
+    def nat(self) -> Any:
+        """pyfw.engine.nat.Nat: set up a NAT binding for the packet's
+        connection (SNAT/DNAT/MASQUERADE/REDIRECT targets)."""
+
+
+MatchFn = Callable[["Packet"], bool]
+TargetFn = Callable[["Packet"], int]

@@ -1,0 +1,56 @@
+"""Connection-tracking entries: the interface other parts of the engine use.
+
+A connection has two tuples, the original direction's and the reply
+direction's (after NAT the reply tuple is what replies look like on the
+wire), status bits (IPS_*), a mark, a timeout on the engine clock and
+per-protocol state.  NAT records its manipulations on the connection, not on
+the packet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class Tuple(NamedTuple):
+    """nf_conntrack_tuple for IPv4: addresses and protocol part.
+
+    TCP/UDP: ports.  ICMP: `sport` is the echo id, `dport` is type << 8 |
+    code of the original direction's message (as the kernel keeps type and
+    code in the tuple's destination part)."""
+
+    src: int
+    dst: int
+    proto: int
+    sport: int
+    dport: int
+
+    def inverted(self) -> "Tuple":
+        return Tuple(self.dst, self.src, self.proto, self.dport, self.sport)
+
+
+@dataclass(eq=False)
+class Conn:
+    orig: Tuple
+    reply: Tuple
+    status: int = 0
+    mark: int = 0
+    timeout_at: float = 0.0       # engine-clock time at which it expires
+    zone: int = 0
+    secmark: int = 0
+    helper: str | None = None
+    # protocol state: for TCP a pyfw.engine.conntrack.tcp.TcpState; None else
+    proto_state: Any = None
+    # NAT: set by pyfw.engine.nat when a binding is made
+    nat_src: tuple[int, int] | None = None  # (address, port) SNAT/MASQUERADE made
+    nat_dst: tuple[int, int] | None = None  # (address, port) DNAT/REDIRECT made
+    masq_dev: str | None = None             # MASQUERADE's out interface
+    id: int = 0
+    created_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self, now: float) -> int:
+        """Seconds left, as conntrack -L and --ctexpire show them."""
+        left = self.timeout_at - now
+        return max(0, int(left))
