@@ -1,4 +1,5 @@
-"""Subcommands that later issues fill in (simulate, daemon, conntrack, lint)."""
+"""`pyfw SUBCOMMAND`: simulate now; daemon, conntrack and lint come with
+their issues."""
 
 from __future__ import annotations
 
@@ -6,5 +7,9 @@ import sys
 
 
 def main_sub(name: str, argv: list[str]) -> None:
+    if name == "simulate":
+        from pyfw.cli.simulate import main
+
+        raise SystemExit(main(argv))
     sys.stderr.write(f"pyfw {name}: not available in this version yet\n")
     raise SystemExit(2)

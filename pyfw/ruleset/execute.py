@@ -80,7 +80,6 @@ def execute(ruleset: Ruleset, p: ParsedCommand, *, src_file: str | None = None,
             for r in rules:
                 r.src_file, r.src_line = src_file, src_line
         if p.options & OPT_VERBOSE:
-            f = fmt.FMT_OPTIONS | fmt.FMT_NOTABLE | fmt.FMT_NOCOUNTS | fmt.FMT_NUMERIC
             f = fmt.FMT_NOCOUNTS | fmt.FMT_OPTIONS | fmt.FMT_VIA | fmt.FMT_NOTABLE | fmt.FMT_NUMERIC
             out.verbose_lines = "".join(fmt.print_rule(r, 0, f) for r in rules)
     assert chain is not None or cmd in (CMD_LIST, CMD_LIST_RULES, CMD_FLUSH, CMD_ZERO, CMD_DELETE_CHAIN,

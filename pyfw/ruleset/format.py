@@ -219,36 +219,41 @@ def target_label(rule: Rule) -> str:
 
 
 def print_rule(rule: Rule, num: int, fmt: int) -> str:
-    """print_firewall."""
+    """print_firewall.  FMT_NOTABLE (the line `-v` prints for -A/-I/-D/-R/-C)
+    drops the column padding and labels the fields ("opt", "in", "out", "->")."""
+    notable = bool(fmt & FMT_NOTABLE)
     s: list[str] = []
     if fmt & FMT_LINENUMBERS:
-        s.append(f"{num:<4d} ")
+        s.append(f"{num} " if notable else f"{num:<4d} ")
     if not fmt & FMT_NOCOUNTS:
         s.append(print_num(rule.counters.packets, fmt))
         s.append(print_num(rule.counters.bytes, fmt))
     if not fmt & FMT_NOTARGET:
-        s.append(f"{target_label(rule):<9s} ")
+        label = target_label(rule)
+        s.append(f"{label} " if notable else f"{label:<9s} ")
     inv = rule.invflags
     s.append("!" if inv & INV_PROTO else " ")
     pname = proto_to_name(rule.proto, bool(fmt & FMT_NUMERIC))
     if (fmt & (FMT_NUMERIC | FMT_NOTABLE)) == FMT_NUMERIC or not pname:
-        s.append(f"{rule.proto:<4d} ")
+        s.append(f"{rule.proto} " if notable else f"{rule.proto:<4d} ")
     else:
-        s.append(f"{pname:<4s} ")
+        s.append(f"{pname} " if notable else f"{pname:<4s} ")
     if fmt & FMT_OPTIONS:
-        if fmt & FMT_NOTABLE:
+        if notable:
             s.append("opt ")
         s.append(("!" if inv & INV_FRAG else "-") + ("f" if rule.frag else "-") + " ")
     if fmt & FMT_VIA:
         anyname = "*" if fmt & FMT_NUMERIC else "any"
         iface = ("!" if inv & INV_VIA_IN else "") + (rule.iniface or anyname)
-        s.append(f" {iface:<6s} ")
+        s.append(f"in {iface} " if notable else f" {iface:<6s} ")
         iface = ("!" if inv & INV_VIA_OUT else "") + (rule.outiface or anyname)
-        s.append(f"{iface:<6s} ")
+        s.append(f"out {iface} " if notable else f"{iface:<6s} ")
     s.append("!" if inv & INV_SRCIP else " ")
-    s.append(f"{addr_to_string(rule.src, rule.smsk, fmt):<19s} ")
+    src = addr_to_string(rule.src, rule.smsk, fmt)
+    s.append(f"{src} " if notable else f"{src:<19s} ")
     s.append("!" if inv & INV_DSTIP else " ")
-    s.append(f"{addr_to_string(rule.dst, rule.dmsk, fmt):<19s} ")
+    dst = addr_to_string(rule.dst, rule.dmsk, fmt)
+    s.append(f"-> {dst}" if notable else f"{dst:<19s} ")
     if fmt & FMT_NOTABLE:
         s.append("  ")
     if rule.target.kind == "jump" and rule.target.goto:
