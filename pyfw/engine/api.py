@@ -104,3 +104,21 @@ class Env(Protocol):
 
 MatchFn = Callable[["Packet"], bool]
 TargetFn = Callable[["Packet"], int]
+
+
+class Hotdrop(Exception):
+    """Raised by a compiled match to drop the packet at once (the kernel's
+    `par->hotdrop = true`): the match counts as not matching, the rule's
+    counters are not bumped, the walk of the table stops and the table's
+    verdict is NF_DROP.  ipt_do_table (pyfw.engine.tables.do_table) catches
+    it around the rule's test.  Matches raise it only for what the kernel
+    hot-drops: a TCP fragment at offset 1, a layer-4 header too short to
+    read (tcp, udp, icmp, multiport, hashlimit ports), TCP options past the
+    end of the packet, a hashlimit table that is full, a recent entry that
+    cannot be made.  Raising is free on the fast path; the engine pays only
+    for the rare drop."""
+
+
+def hotdrop() -> bool:
+    """`raise Hotdrop` as an expression, for one-line closures."""
+    raise Hotdrop()
