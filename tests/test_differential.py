@@ -410,8 +410,10 @@ def edit_ops(rng: random.Random, accepted: list[Case], k: Kernel, n: int) -> Ite
             else:
                 yield kind, ["-t", table, "-X", rng.choice(USER_CHAINS[table] + ("nosuch", TABLES[table][0]))]
         elif kind == "E":
-            old = rng.choice(USER_CHAINS[table] + tuple(n for t, n in made if t == table) + ("nosuch",))
-            new = rng.choice((f"ren{i}", USER_CHAINS[table][0], "INPUT", "x" * 29, "ACCEPT"))
+            old = rng.choice(USER_CHAINS[table] + tuple(n for t, n in made if t == table)
+                             + ("nosuch", TABLES[table][0]))
+            new = rng.choice((f"ren{i}", f"ren{i}", USER_CHAINS[table][0], TABLES[table][-1], "x" * 29,
+                              "x" * 30, "ACCEPT", "RETURN", "-x"))
             made.append((table, new))
             yield kind, ["-t", table, "-E", old, new]
         elif kind == "P":

@@ -86,7 +86,7 @@ def _resolve_where(where: _Where) -> tuple[Path | None, str | None]:
 
 def _format_error(exc: Exception, prog: str, line: int | None = None) -> tuple[int, str]:
     from pyfw.errors import KernelError, OtherProblem, ParameterProblem
-    from pyfw.ruleset.argparse import BadArgument
+    from pyfw.ruleset.argparse import BadArgument, TryHelp
     from pyfw.ruleset.commands import TableMissing
     from pyfw.ruleset.restore import CommitExpected, LineError, LineFailed
 
@@ -98,6 +98,8 @@ def _format_error(exc: Exception, prog: str, line: int | None = None) -> tuple[i
     if pre:
         rc, text = _format_error(_without_warnings(exc), prog, line)
         return rc, pre + text
+    if isinstance(exc, TryHelp):
+        return 2, f"{at}{tryhelp}"
     if isinstance(exc, BadArgument):
         return 2, f"Bad argument `{exc.word}'\n{at}{tryhelp}"
     if isinstance(exc, ParameterProblem):
@@ -172,6 +174,7 @@ def _run_pyfw(argv: list[str]) -> Result:
     from pyfw.ruleset.commands import chain_hooks, collect_uses, commit_check_change
     from pyfw.ruleset.execute import execute
 
+    outcome = None
     try:
         with store.locked(path, parsed.wait if parsed.wait > 0 else None):
             ruleset = store.load(path)
@@ -189,7 +192,10 @@ def _run_pyfw(argv: list[str]) -> Result:
                              f"still {parsed.wait}s 0us time ahead to have a chance to grab the lock...\n")
     except PyfwError as exc:
         rc, err = _format_error(exc, prog)
-        return Result(rc, "", "".join(parsed.warnings) + err)
+        # what iptables printed before failing (-v rule lines) stays printed
+        printed = (outcome.verbose_lines + outcome.output if outcome is not None
+                   else getattr(exc, "stdout", ""))
+        return Result(rc, printed, "".join(parsed.warnings) + err)
     return Result(0, outcome.verbose_lines + outcome.output, "".join(outcome.warnings))
 
 

@@ -7,6 +7,10 @@ import sys
 
 
 def main_sub(name: str, argv: list[str]) -> None:
+    if name == "lint":
+        from pyfw.lint import main as lint_main
+
+        raise SystemExit(lint_main(argv))
     if name == "simulate":
         from pyfw.cli.simulate import main
 

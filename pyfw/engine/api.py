@@ -16,7 +16,8 @@ something through `env` (LOG lines, frames the host sends, NAT bindings).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pyfw.engine.packet import Packet
@@ -44,11 +45,11 @@ IP_CT_UNTRACKED = 7
 # Packet.ctinfo when conntrack has no entry for the packet (INVALID).
 IP_CT_NONE = -1
 
-# xt_conntrack / xt_state state bits.
+# xt_conntrack / xt_state state bits (IP_CT_NUMBER is 5).
 CT_STATE_INVALID = 1 << 0
-CT_STATE_UNTRACKED = 1 << 11
-CT_STATE_SNAT = 1 << 9
-CT_STATE_DNAT = 1 << 10
+CT_STATE_SNAT = 1 << 6
+CT_STATE_DNAT = 1 << 7
+CT_STATE_UNTRACKED = 1 << 8
 
 
 def state_bit(ctinfo: int) -> int:

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyfw.engine.api import (
-    NF_ACCEPT, NF_DROP, NF_QUEUE, NF_STOLEN, NF_VERDICT_MASK, PACKET_BROADCAST, PACKET_HOST,
+    NF_ACCEPT,
+    NF_DROP,
+    NF_QUEUE,
+    NF_STOLEN,
+    NF_VERDICT_MASK,
+    PACKET_BROADCAST,
+    PACKET_HOST,
     PACKET_MULTICAST,
 )
 from pyfw.engine.packet import IP_DF, IP_MF, IP_OFFMASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
@@ -65,7 +71,7 @@ VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN", NF_Q
 class EngineEnv:
     """The Env services (pyfw.engine.api) bound to one engine."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._shared: dict[tuple[str, str], Any] = {}
 

@@ -147,7 +147,7 @@ class Packet:
     def payload_len(self) -> int:
         return self.tot_len - self.ihl
 
-    def copy(self) -> "Packet":
+    def copy(self) -> Packet:
         p = Packet.__new__(Packet)
         for name in Packet.__slots__:
             setattr(p, name, getattr(self, name))

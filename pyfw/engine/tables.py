@@ -8,8 +8,9 @@ objects, so `pyfw-save -c` after a run prints exactly what the walk counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pyfw.engine.api import NF_ACCEPT, NF_DROP, NF_QUEUE, XT_CONTINUE, XT_RETURN, Env
 from pyfw.engine.packet import Packet

@@ -281,7 +281,13 @@ def parse_host(arg: str) -> int:
     value = numeric_to_ipaddr(arg)
     if value is not None and arg.count(".") == 3:
         return value
-    addrs = _host_to_addrs(arg)
+    try:
+        infos = socket.getaddrinfo(arg, None, socket.AF_INET)
+    except socket.gaierror as exc:  # gai_strerror's words ("Temporary failure ..." offline)
+        raise ParameterProblem(f"getaddrinfo: {exc.strerror}\n") from None
+    except UnicodeError:
+        raise ParameterProblem("getaddrinfo: Name or service not known\n") from None
+    addrs = [v for info in infos if (v := numeric_to_ipaddr(str(info[4][0]))) is not None]
     if not addrs:
         raise ParameterProblem("getaddrinfo: Name or service not known\n")
     if len(set(addrs)) > 1:

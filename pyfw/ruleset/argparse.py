@@ -599,7 +599,7 @@ class _Parser:
                 if self.restore:
                     p.command = CMD_NONE
                     return p
-                raise ParameterProblem("", exit_code=2)
+                raise TryHelp()
             elif c == "b":
                 raise ParameterProblem(f"unknown option \"{self.argv[g.optind - 1]}\"")
             elif c == 1:
@@ -791,6 +791,13 @@ class BadArgument(ParameterProblem):
     def __init__(self, word: str) -> None:
         super().__init__(f"Bad argument `{word}'")
         self.word = word
+
+
+class TryHelp(ParameterProblem):
+    """exit_tryhelp(2): only the try-help line (`-6` in iptables)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
 
 
 def _generic_fcheck(use: ExtUse) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from pyfw.errors import KernelError, OtherProblem
 from pyfw.ext import find_match, find_target
 from pyfw.ext.base import HOOKS, CheckContext
-from pyfw.ruleset.model import TABLE_NAMES, Chain, Rule, Ruleset, Table
+from pyfw.ruleset.model import TABLE_NAMES, VERDICTS, Chain, Rule, Ruleset, Table
 
 TEXT_EINVAL = "Invalid argument. Run `dmesg' for more information"
 TEXT_ENOENT = "No chain/target/match by that name"
@@ -178,13 +178,15 @@ def _delete_one_chain(table: Table, name: str) -> None:
 
 
 def rename_chain(table: Table, old: str, new: str) -> None:
-    c = table.chains.get(old)
-    if c is None:
-        raise KernelError(TEXT_ENOENT)
-    if new in table.chains:
+    """iptc_rename_chain's order: the new name taken (a chain or a verdict)
+    first, then the old one missing or built-in (ENOENT), then the length."""
+    if new in table.chains or new in VERDICTS:
         raise KernelError(TEXT_EEXIST)
-    if c.builtin:
-        raise KernelError(TEXT_EINVAL)
+    c = table.chains.get(old)
+    if c is None or c.builtin:
+        raise KernelError(TEXT_ENOENT)
+    if len(new) + 1 > 32:
+        raise KernelError("Invalid argument")
     c.name = new
     table.chains = {(new if k == old else k): v for k, v in table.chains.items()}
     for ch in table.chains.values():
@@ -207,49 +209,63 @@ def set_policy(table: Table, chain: str, policy: str, counters: tuple[int, int] 
 
 # ---------------------------------------------------------------- commit
 
-def chain_hooks(table: Table) -> dict[str, frozenset[str]]:
-    """For every chain, the hooks from which packets can reach it (the
-    kernel's `comefrom`), following jumps and gotos."""
-    reach: dict[str, set[str]] = {name: set() for name in table.chains}
+def unconditional(rule: Rule) -> bool:
+    """The kernel's unconditional(): an all-zero ipt_ip (no addresses,
+    interfaces, protocol, flags or inversions; "-i +" keeps its "+") and no
+    matches."""
+    return (not rule.matches and not (rule.src or rule.smsk or rule.dst or rule.dmsk)
+            and not rule.iniface and not rule.outiface and not rule.proto and not rule.frag
+            and not rule.invflags and not (rule.target.kind == "jump" and rule.target.goto))
+
+
+def _walk(table: Table) -> tuple[dict[int, frozenset[str]], bool]:
+    """mark_source_chains: for every rule (by id), the hooks from which the
+    kernel's walk reaches it (its `comefrom`, the hook mask checkentry sees),
+    and whether the walk runs into a loop (ELOOP).
+
+    The walk follows a chain's rules in order, chases jumps and gotos, and
+    leaves a chain at an unconditional ACCEPT/DROP/QUEUE/RETURN rule: rules
+    behind one are reached from no hook (their targets pass any hook
+    check), and chains only they jump to are not walked."""
+    reach: dict[int, set[str]] = {id(r): set() for c in table.chains.values() for r in c.rules}
+    loop = False
     for hook in table.builtin_names():
-        stack = [hook]
-        seen: set[str] = set()
+        done: set[str] = set()
+        on_path: set[str] = {hook}
+        stack: list[tuple[str, int]] = [(hook, 0)]
         while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            reach[name].add(hook)
-            for r in table.chains[name].rules:
-                if r.target.kind == "jump" and r.target.name in table.chains:
-                    stack.append(r.target.name)
-    return {k: frozenset(v) for k, v in reach.items()}
+            name, i = stack.pop()
+            rules = table.chains[name].rules
+            while i < len(rules):
+                r = rules[i]
+                i += 1
+                reach[id(r)].add(hook)
+                t = r.target
+                if t.kind == "jump" and t.name in table.chains:
+                    if t.name in on_path:
+                        loop = True
+                    elif t.name not in done:
+                        stack.append((name, i))
+                        stack.append((t.name, 0))
+                        on_path.add(t.name)
+                        break
+                elif t.kind == "verdict" and unconditional(r):
+                    i = len(rules)
+            else:
+                on_path.discard(name)
+                done.add(name)
+    return {k: frozenset(v) for k, v in reach.items()}, loop
+
+
+def chain_hooks(table: Table) -> dict[int, frozenset[str]]:
+    """For every rule (by id), the hooks from which packets reach it."""
+    return _walk(table)[0]
 
 
 def find_loop(table: Table) -> bool:
-    """True when jumps between user chains form a cycle that a built-in
-    chain reaches (kernel: ELOOP).  mark_source_chains walks from the hook
-    entry points only, so a cycle among unreferenced chains is accepted."""
-    state: dict[str, int] = {}
-
-    def visit(name: str) -> bool:
-        state[name] = 1
-        for r in table.chains[name].rules:
-            if r.target.kind != "jump" or r.target.name not in table.chains:
-                continue
-            nxt = r.target.name
-            s = state.get(nxt, 0)
-            if s == 1:
-                return True
-            if s == 0 and visit(nxt):
-                return True
-        state[name] = 2
-        return False
-
-    for name in table.builtin_names():
-        if state.get(name, 0) == 0 and visit(name):
-            return True
-    return False
+    """True when the kernel's walk from the built-in chains meets a chain
+    already on its path (ELOOP); cycles it never reaches are accepted."""
+    return _walk(table)[1]
 
 
 def collect_uses(ruleset: Ruleset) -> dict[str, list[Any]]:
@@ -277,13 +293,12 @@ def _collect_table(table: Table, uses: dict[str, list[Any]]) -> None:
 def commit_check(table: Table, live: dict[str, list[Any]] | None = None) -> None:
     """What translate_table and the extensions' checkentry refuse; `live` is
     collect_uses() of the ruleset before the change."""
-    if find_loop(table):
+    hooks_of, loop = _walk(table)
+    if loop:
         raise KernelError(TEXT_ELOOP)
-    hooks_of = chain_hooks(table)
     for chain in table.chains.values():
-        hooks = hooks_of[chain.name]
         for rule in chain.rules:
-            check_rule(table.name, chain.name, hooks, rule)
+            check_rule(table.name, chain.name, hooks_of[id(rule)], rule)
     new: dict[str, list[Any]] = {}
     _collect_table(table, new)
     for key, datas in new.items():
@@ -293,22 +308,20 @@ def commit_check(table: Table, live: dict[str, list[Any]] | None = None) -> None
         ext.check_table((live or {}).get(key, []), datas)
 
 
-def commit_check_change(table: Table, hooks_before: dict[str, frozenset[str]], added: list[Rule],
+def commit_check_change(table: Table, hooks_before: dict[int, frozenset[str]], added: list[Rule],
                         live: dict[str, list[Any]] | None = None) -> None:
     """commit_check for a table that passed it before one command changed
-    it: only the added rules, and the rules of chains now reachable from
-    other hooks, can fail.  A loop needs a new jump."""
-    if any(r.target.kind == "jump" for r in added) and find_loop(table):
+    it: only the added rules, and the rules now reached from other hooks,
+    can fail.  Any change may make a loop reachable (deleting an
+    unconditional ACCEPT uncovers the jumps behind it)."""
+    hooks_of, loop = _walk(table)
+    if loop:
         raise KernelError(TEXT_ELOOP)
-    hooks_of = chain_hooks(table)
     new_ids = {id(r) for r in added}
     for chain in table.chains.values():
-        hooks = hooks_of[chain.name]
-        changed = hooks_before.get(chain.name) != hooks
-        if not changed and not new_ids:
-            continue
         for rule in chain.rules:
-            if changed or id(rule) in new_ids:
+            hooks = hooks_of[id(rule)]
+            if id(rule) in new_ids or hooks_before.get(id(rule)) != hooks:
                 check_rule(table.name, chain.name, hooks, rule)
     if live is not None:
         new: dict[str, list[Any]] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyfw.errors import KernelError, ParameterProblem
+from pyfw.errors import KernelError, ParameterProblem, PyfwError
 from pyfw.ruleset import commands as ops
 from pyfw.ruleset import format as fmt
 from pyfw.ruleset.argparse import (
@@ -66,8 +66,19 @@ def resolve_rules(ruleset: Ruleset, p: ParsedCommand) -> list[Rule]:
 
 def execute(ruleset: Ruleset, p: ParsedCommand, *, src_file: str | None = None,
             src_line: int | None = None) -> Outcome:
-    """Apply `p`; raise PyfwError subclasses as iptables fails."""
+    """Apply `p`; raise PyfwError subclasses as iptables fails.  What
+    iptables had printed by then (the -v rule lines, "Flushing chain ...")
+    rides on the error as `stdout`."""
     out = Outcome(warnings=list(p.warnings))
+    try:
+        return _execute(ruleset, p, out, src_file, src_line)
+    except PyfwError as exc:
+        exc.stdout = out.verbose_lines + out.output  # type: ignore[attr-defined]
+        raise
+
+
+def _execute(ruleset: Ruleset, p: ParsedCommand, out: Outcome, src_file: str | None,
+             src_line: int | None) -> Outcome:
     cmd = p.command
     if cmd == CMD_NONE:
         return out
@@ -102,12 +113,12 @@ def execute(ruleset: Ruleset, p: ParsedCommand, *, src_file: str | None = None,
     elif base == CMD_FLUSH:
         if p.options & OPT_VERBOSE:
             names = [chain] if chain else [c.name for c in table.ordered_chains()]
-            out.output += "".join(f"Flushing chain `{n}'\n" for n in names if n in table.chains)
+            out.output += "".join(f"Flushing chain `{n}'\n" for n in names)
         ops.flush(table, chain)
     elif base == CMD_ZERO:
         if p.options & OPT_VERBOSE:
             names = [chain] if chain else [c.name for c in table.ordered_chains()]
-            out.output += "".join(f"Zeroing chain `{n}'\n" for n in names if n in table.chains)
+            out.output += "".join(f"Zeroing chain `{n}'\n" for n in names)
         ops.zero(table, chain)
     elif base == CMD_ZERO_NUM:
         ops.zero_num(table, chain or "", p.rulenum)
@@ -143,6 +154,9 @@ def execute(ruleset: Ruleset, p: ParsedCommand, *, src_file: str | None = None,
 
 def _zero_after_list(table, p: ParsedCommand, out: Outcome) -> None:  # type: ignore[no-untyped-def]
     if p.command & CMD_ZERO:
+        if p.options & OPT_VERBOSE:
+            names = [p.chain] if p.chain else [c.name for c in table.ordered_chains()]
+            out.output += "".join(f"Zeroing chain `{n}'\n" for n in names)
         ops.zero(table, p.chain)
         out.changed = True
     if p.command & CMD_ZERO_NUM:

@@ -26,7 +26,7 @@ class Tuple(NamedTuple):
     sport: int
     dport: int
 
-    def inverted(self) -> "Tuple":
+    def inverted(self) -> Tuple:
         return Tuple(self.dst, self.src, self.proto, self.dport, self.sport)
 
 
