@@ -180,8 +180,8 @@ def _match_space(name: str, data: Any, dims: list[Intervals], restrict: Any, unk
         return
     if name in ("tcp", "udp"):
         dims[3] = _inter(dims[3], ((0, 0),))  # never matches a later fragment
-        restrict(4, _ports(*data.spts, bool(data.invflags & 0x01)), "--sport")
-        restrict(5, _ports(*data.dpts, bool(data.invflags & 0x02)), "--dport")
+        restrict(4, _ports(data.spts[0], data.spts[1], bool(data.invflags & 0x01)), "--sport")
+        restrict(5, _ports(data.dpts[0], data.dpts[1], bool(data.invflags & 0x02)), "--dport")
         if name == "tcp" and (data.flg_mask or data.option):
             unknown.append("--tcp-flags/--tcp-option")
         return
@@ -222,8 +222,8 @@ def _match_space(name: str, data: Any, dims: list[Intervals], restrict: Any, unk
         return
     if name == "mark":
         if data.mask == U32:
-            s: Intervals = ((data.mark, data.mark),)
-            restrict(9, _complement(s, U32) if data.invert else s, "-m mark")
+            point: Intervals = ((data.mark, data.mark),)
+            restrict(9, _complement(point, U32) if data.invert else point, "-m mark")
         else:
             unknown.append("-m mark (masked)")
         return
