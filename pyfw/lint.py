@@ -321,14 +321,21 @@ def lint(ruleset: Ruleset) -> list[Finding]:
                                      f"-N {chain.name}", "no rule jumps or goes to this chain"))
             spaces = [rule_space(r, uni) for r in chain.rules]
             terminal: list[bool] = []
-            for r in chain.rules:
+            for idx, r in enumerate(chain.rules):
                 term = _verdict_key(r) is not None
                 if r.target.kind == "jump":
                     sub = table.chains.get(r.target.name)
                     if sub is not None and _never_returns(table, sub, uni, set()):
                         term = True
-                        found.append(Finding("no-return", table.name, chain.name, None, r.src_file, r.src_line,
-                                             rule_text(r, chain.name), f"{r.target.name} never returns"))
+                        # worth saying only when later rules wanted some of these packets
+                        later = [k + 1 for k in range(idx + 1, len(chain.rules))
+                                 if _intersects(spaces[k].box, spaces[idx].box)]
+                        if later:
+                            found.append(Finding(
+                                "no-return", table.name, chain.name, idx + 1, r.src_file, r.src_line,
+                                rule_text(r, chain.name),
+                                f"{r.target.name} never returns; rule(s) {', '.join(map(str, later))} "
+                                "after it see none of these packets"))
                     if r.target.goto:
                         term = True  # after a goto this chain's later rules see nothing
                 terminal.append(term)

@@ -52,7 +52,7 @@ def test_redundant_unused_and_no_return() -> None:
             "-A INPUT -i eth0 -j sink\n-A INPUT -i eth0 -p icmp -j ACCEPT\n-A sink -j DROP\n")
     got = kinds(body)
     assert ("redundant", "INPUT", 1) in got
-    assert ("no-return", "INPUT", None) in got
+    assert ("no-return", "INPUT", 3) in got
     assert ("shadowed", "INPUT", 4) in got
     assert ("unused-chain", "unused", None) in got
     assert ("unused-chain", "sink", None) not in got

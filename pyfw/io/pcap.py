@@ -21,6 +21,7 @@ import gzip
 import io
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,7 @@ __all__ = [
     "read_pcap",
 ]
 
-Frame = tuple[float, "str | None", bytes]
+Frame = tuple[float, str | None, bytes]
 
 LINKTYPE_ETHERNET = 1
 # libpcap's ceiling for one record (MAXIMUM_SNAPLEN); a larger caplen means
@@ -107,23 +108,26 @@ class PcapReader:
         if isinstance(source, (str, os.PathLike)):
             self.name = name or os.fspath(source)
             try:
-                fobj: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in close()
+                raw: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in close()
             except OSError as exc:
                 raise PcapError(self.name, f"cannot open: {exc.strerror or exc}") from exc
             self._owned = True
         else:
-            fobj = source
+            raw = source
             self.name = name or str(getattr(source, "name", "<stream>"))
-        self._f: BinaryIO = fobj
+        self._raw = raw
+        self._f: BinaryIO = raw
+        self._gz: gzip.GzipFile | None = None
         self.format = ""
         self.linktype = LINKTYPE_ETHERNET
         self.snaplen = 0
         self.frames = 0  # frames yielded so far
         try:
-            head = self._read_exact_or_short(4)
+            head = self._read(4)
             if head[:2] == _GZIP:
-                self._f = self._gunzip(head)
-                head = self._read_exact_or_short(4)
+                self._gz = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")
+                self._f = self._gz  # type: ignore[assignment]
+                head = self._read(4)
             self._head = head
             self._sniff()
         except BaseException:
@@ -134,20 +138,10 @@ class PcapReader:
     def _err(self, problem: str) -> PcapError:
         return PcapError(self.name, problem)
 
-    def _read_exact_or_short(self, n: int) -> bytes:
-        try:
-            return self._f.read(n)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise self._err(f"read error: {exc}") from exc
-
-    def _gunzip(self, head: bytes) -> BinaryIO:
-        rest = _Prefixed(head, self._f)
-        return gzip.GzipFile(fileobj=rest, mode="rb")  # type: ignore[return-value]
-
     def _read(self, n: int) -> bytes:
         try:
             return self._f.read(n)
-        except (OSError, EOFError, gzip.BadGzipFile, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
             raise self._err(f"read error: {exc}") from exc
 
     def _sniff(self) -> None:
@@ -179,19 +173,12 @@ class PcapReader:
         self._hdrlen = hdrlen
 
     def close(self) -> None:
-        f = self._f
-        if isinstance(f, gzip.GzipFile):
-            f.close()
+        if self._gz is not None:
+            self._gz.close()
+            self._gz = None
         if self._owned:
             self._owned = False
-            try:
-                (f.fileobj if isinstance(f, gzip.GzipFile) and f.fileobj else f).close()  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001
-                pass
+            self._raw.close()
 
     def __enter__(self) -> PcapReader:
         return self
@@ -223,7 +210,7 @@ class PcapReader:
                     sec, frac, incl, _orig = unpack(data, pos)
                     start = pos + hdrlen
                     end = start + incl
-                    if end > n:
+                    if end > n or incl > limit:
                         if incl > limit:
                             raise self._err(f"record {count + 1} at offset {offset + pos}: captured length "
                                             f"{incl} exceeds the maximum of {limit} (corrupt file)")
@@ -319,6 +306,8 @@ class PcapReader:
                     yield last_ts, iface.name, data[pos + 28:pos + 28 + caplen]
                 elif btype == _BT_SPB:
                     # No timestamp in an SPB: the previous packet's stands in.
+                    if blen < 16:
+                        raise self._err(f"simple packet block at offset {offset + pos} too short ({blen})")
                     iface = self._iface(ifaces, 0, offset + pos)
                     orig = u32.unpack_from(data, pos + 8)[0]
                     caplen = min(orig, blen - 16)

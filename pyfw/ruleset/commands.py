@@ -186,7 +186,8 @@ def rename_chain(table: Table, old: str, new: str) -> None:
     if c is None or c.builtin:
         raise KernelError(TEXT_ENOENT)
     if len(new) + 1 > 32:
-        raise KernelError("Invalid argument")
+        raise KernelError(TEXT_EINVAL)
+    new = new[:29]  # the kernel keeps XT_FUNCTION_MAXNAMELEN - 1 bytes of the name
     c.name = new
     table.chains = {(new if k == old else k): v for k, v in table.chains.items()}
     for ch in table.chains.values():
