@@ -13,7 +13,7 @@ apt_pkgs=()
 if ! command -v python3 >/dev/null 2>&1; then apt_pkgs+=(python3); fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_pkgs+=(python3-venv python3-pip); fi
 if [ "$want_test" = 1 ] || [ "${PYFW_SETUP_APT:-0}" = 1 ]; then
-  for cmd_pkg in iptables-legacy:iptables conntrack:conntrack tcpdump:tcpdump curl:curl ping:iputils-ping ip:iproute2; do
+  for cmd_pkg in iptables-legacy:iptables conntrack:conntrack tcpdump:tcpdump curl:curl ping:iputils-ping ip:iproute2 ethtool:ethtool nc:netcat-openbsd; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
     command -v "$cmd" >/dev/null 2>&1 || apt_pkgs+=("$pkg")
   done

@@ -390,7 +390,7 @@ def _run_restore(argv: list[str], stdin: str | None) -> Result:
         return Result(4, "", "Another app is currently holding the xtables lock.\n")
     except PyfwError as exc:
         rc, err = _format_error(exc, prog)
-        return Result(rc, "", err)
+        return Result(rc, getattr(exc, "stdout", ""), "".join(getattr(exc, "earlier_warnings", [])) + err)
     return Result(0, result.output, "".join(result.warnings))
 
 

@@ -67,8 +67,11 @@ def main(argv: list[str]) -> int:
 
     try:
         host = load_host(args.host)
-    except (OSError, HostError) as exc:
-        sys.stderr.write(f"pyfw simulate: {args.host}: {exc}\n")
+    except HostError as exc:
+        sys.stderr.write(f"pyfw simulate: {exc}\n")
+        return EXIT_USAGE
+    except OSError as exc:
+        sys.stderr.write(f"pyfw simulate: {args.host}: {exc.strerror}\n")
         return EXIT_USAGE
     from pyfw.engine.engine import Engine
     from pyfw.io.pcap import PcapError, PcapWriter, read_frames
@@ -124,7 +127,7 @@ def main(argv: list[str]) -> int:
         text = "".join(save_table(t, counters=True, program="pyfw-save") for t in ruleset.ordered_tables())
         Path(args.counters).write_text(text)
     if args.conntrack:
-        Path(args.conntrack).write_text(engine.ct.listing(engine.now))
+        Path(args.conntrack).write_text(engine.ct.format(engine.now))
     if args.log:
         Path(args.log).write_text("".join(f"[{ts:12.6f}] {line}\n" for ts, line in engine.logs))
     return EXIT_OK

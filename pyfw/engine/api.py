@@ -102,6 +102,20 @@ class Env(Protocol):
         """pyfw.engine.nat.Nat: set up a NAT binding for the packet's
         connection (SNAT/DNAT/MASQUERADE/REDIRECT targets)."""
 
+    def nflog(self, group: int, prefix: str, pkt: Packet) -> None:
+        """NFLOG: the packet goes to netlink log group `group` with
+        `prefix` (what ulogd would receive); no kernel log line."""
+
+    def reject_sent(self) -> None:
+        """REJECT fired on the current packet (its verdict is NF_DROP; the
+        engine reports it as REJECT).  Called whether or not a reply could
+        be sent."""
+
+    # Optional (looked up with getattr; an Env may lack it):
+    #   ct_set_closing(pkt): REJECT sent a TCP RST for pkt; the kernel's
+    #   nf_ct_set_closing then moves the TCP connection to CLOSE with the
+    #   close timeout.
+
 
 MatchFn = Callable[["Packet"], bool]
 TargetFn = Callable[["Packet"], int]
@@ -115,9 +129,26 @@ class Hotdrop(Exception):
     it around the rule's test.  Matches raise it only for what the kernel
     hot-drops: a TCP fragment at offset 1, a layer-4 header too short to
     read (tcp, udp, icmp, multiport, hashlimit ports), TCP options past the
-    end of the packet, a hashlimit table that is full, a recent entry that
-    cannot be made.  Raising is free on the fast path; the engine pays only
-    for the rare drop."""
+    end of the packet, a hashlimit table that is full (htable-max).
+    Raising is free on the fast path; the engine pays only for the rare
+    drop."""
+
+
+# What the compiled matches read beyond Packet's fields (conventions of the
+# packet path; the engine, conntrack and the host stack keep them):
+#   pkt.extra["kernel_sk"]: true on packets the host's own stack sends from
+#       one of the kernel's sockets (echo replies, ICMP errors including
+#       REJECT's, TCP resets for closed ports); owner then sees "a socket
+#       without a file".  REJECT --reject-with tcp-reset sends without any
+#       socket (leave it unset, uid None).
+#   pkt.extra["groups"]: the supplementary groups (iterable of gids) of a
+#       local socket's owner, for owner --suppl-groups.
+#   pkt.ct_template: set by the CT target, and cleared again by conntrack
+#       when it runs (nf_conntrack_in drops the template from the skb):
+#       while set, conntrack/state/connmark see the template as the kernel
+#       does (NEW, CONFIRMED, zero tuples, mark 0).
+#   pkt.time: the engine clock; limit, hashlimit and recent count jiffies
+#       (HZ 250) on it.
 
 
 def hotdrop() -> bool:

@@ -84,8 +84,9 @@ class EngineEnv:
         e.logs.append((e.now, text))
 
     def send_local(self, data: bytearray, pkt: Packet) -> None:
-        e = self._engine
-        e.pending_local.append((data, pkt))
+        # REJECT's answer: nf_send_reset / nf_send_unreach attach it to the
+        # connection of the packet it answers (nf_ct_attach)
+        self._engine.pending_local.append((data, pkt, True))
 
     def shared(self, kind: str, name: str, factory: Callable[[], Any]) -> Any:
         key = (kind, name)
@@ -113,16 +114,39 @@ class Engine:
         self.now = 0.0
         self.logs: list[tuple[float, str]] = []
         self.nflogs: list[tuple[float, int, str]] = []
-        self.pending_local: list[tuple[bytearray, Packet]] = []
+        # (datagram, the packet it answers, attach to its connection?)
+        self.pending_local: list[tuple[bytearray, Packet, bool]] = []
         self.rejected = False
         self.env = EngineEnv(self)
         self.stats: dict[str, int] = {}
-        from pyfw.engine.conntrack.tracker import Conntrack
+        from pyfw.engine.conntrack import Conntrack
         from pyfw.engine.nat import Nat
+        from pyfw.wire.frag import Defrag
 
         self.ct = Conntrack(host)
         self.nat = Nat(self.ct, host)
+        timeout = host.sysctl_int("net.ipv4.ipfrag_time") if hasattr(host, "sysctl_int") else None
+        self.defrag = Defrag(timeout=float(timeout)) if timeout else Defrag()
+        self._last_gc = 0.0
+        self.rejected_last = False
         self.load(ruleset)
+
+    def reset(self) -> None:
+        """A clean state (tests): no connections, fragments, logs, rate state."""
+        from pyfw.engine.conntrack import Conntrack
+        from pyfw.engine.nat import Nat
+        from pyfw.wire.frag import Defrag
+
+        self.ct = Conntrack(self.host)
+        self.nat = Nat(self.ct, self.host)
+        self.defrag = Defrag(timeout=self.defrag.timeout)
+        self.logs.clear()
+        self.nflogs.clear()
+        self.stats.clear()
+        self.env = EngineEnv(self)
+        self.now = 0.0
+        self._last_gc = 0.0
+        self.load(self.ruleset)
 
     # ------------------------------------------------------------ rulesets
     def load(self, ruleset: Ruleset) -> None:
@@ -131,6 +155,7 @@ class Engine:
         self.tables: dict[str, CompiledTable] = {
             name: compile_table(t, self.env) for name, t in ruleset.tables.items()}
         self.tracking = "nat" in ruleset.tables or _uses_conntrack(ruleset)
+        self.has_nat = "nat" in ruleset.tables
 
     def _table(self, name: str, hook: str, pkt: Packet, trace: list[TraceStep] | None) -> int:
         t = self.tables.get(name)
@@ -140,9 +165,20 @@ class Engine:
         return do_table(t, hook, pkt, trace)
 
     # ------------------------------------------------------------ entry points
+    def _tick(self, now: float) -> None:
+        """Timers on the engine clock: conntrack's gc, fragment queues."""
+        self.now = now
+        self.rejected = False
+        if now - self._last_gc >= 1.0 or now < self._last_gc:
+            self._last_gc = now
+            self.ct.expire(now)
+        for exp in self.defrag.expire(now):
+            if exp.head is not None and exp.user != 0:
+                self._count("reasm_timeout")
+
     def receive(self, frame: bytes, iface: str, now: float, trace: bool = False) -> Result:
         """A frame arriving on `iface`."""
-        self.now = now
+        self._tick(now)
         try:
             return self._receive(frame, iface, now, trace)
         except Exception as exc:  # never out of the packet loop
@@ -151,7 +187,7 @@ class Engine:
 
     def send(self, data: bytes, now: float, trace: bool = False) -> Result:
         """A packet the host itself sends (simulate's `local` interface)."""
-        self.now = now
+        self._tick(now)
         try:
             from pyfw.wire.ipv4 import validate
 
@@ -165,7 +201,7 @@ class Engine:
             pkt.local = True
             pkt.uid = pkt.gid = 0
             verdict = self._output(pkt, res, tr)
-            res.verdict = VERDICT_NAMES.get(verdict & NF_VERDICT_MASK, "DROP")
+            res.verdict = self._verdict_name(verdict)
             self._flush_local(res, trace)
             return res
         except Exception as exc:
@@ -207,73 +243,137 @@ class Engine:
         tr = res.trace if trace else None
         verdict = self._prerouting(pkt, res, tr)
         if verdict is not None:
-            res.verdict = VERDICT_NAMES.get(verdict & NF_VERDICT_MASK, "DROP")
+            res.verdict = self._verdict_name(verdict)
         self._flush_local(res, trace)
         return res
 
+    def _verdict_name(self, verdict: int) -> str:
+        self.rejected_last = self.rejected
+        if self.rejected and verdict & NF_VERDICT_MASK == NF_DROP:
+            return "REJECT"
+        return VERDICT_NAMES.get(verdict & NF_VERDICT_MASK, "DROP")
+
     def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
         if self.tracking and (pkt.frag_off & (IP_MF | IP_OFFMASK)):
-            whole = self.ct.defrag(pkt)
-            if whole is None:
+            pkt = self._reassemble(pkt)  # type: ignore[assignment]
+            if pkt is None:
                 res.path = "prerouting"
                 return NF_STOLEN
-            pkt = whole
         v = self._table("raw", "PREROUTING", pkt, tr)
         if v != NF_ACCEPT:
             return v
         if self.tracking:
             pkt.hook = "PREROUTING"
-            self.ct.in_hook(pkt)
+            v = self.ct.in_hook(pkt)
+            if v != NF_ACCEPT:
+                return v
         v = self._table("mangle", "PREROUTING", pkt, tr)
         if v != NF_ACCEPT:
             return v
         if self.tracking:
-            v = self.nat.hook(pkt, "PREROUTING", lambda p: self._table("nat", "PREROUTING", p, tr))
+            v = self.nat.hook(pkt, "PREROUTING", self._nat_chain("PREROUTING", tr))
             if v != NF_ACCEPT:
                 return v
         return self._route_input(pkt, res, tr)
 
-    def _route_input(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
-        host = self.host
-        if host.is_local(pkt.dst) or pkt.pkttype != PACKET_HOST or pkt.dst == 0xFFFFFFFF:
-            res.path = "input"
-            return self._input(pkt, res, tr)
-        if not host.sysctl_int("net.ipv4.ip_forward"):
-            res.path = "no-route"
-            return NF_DROP
-        route = host.route(pkt.dst)
-        if route is None:
-            res.path = "no-route"
-            self._icmp_error(pkt, 3, 0)  # net unreachable
-            return NF_DROP
-        res.path = "forward"
-        return self._forward(pkt, route, res, tr)
+    def _nat_chain(self, hook: str, tr: list[TraceStep] | None) -> Callable[[Packet], int] | None:
+        """The nat table's walk for `nat.hook`, or None without a nat table
+        (then the kernel has no NAT hooks and makes no null bindings)."""
+        if not self.has_nat:
+            return None
+        return lambda p: self._table("nat", hook, p, tr)
 
-    def _forward(self, pkt: Packet, route: Any, res: Result, tr: list[TraceStep] | None) -> int:
+    def _reassemble(self, pkt: Packet) -> Packet | None:
+        whole = self.defrag.add(pkt.data, pkt.time, iif=pkt.indev, local_frag=pkt.local)
+        if whole is None:
+            return None
+        new = Packet(bytearray(whole.datagram), indev=pkt.indev, outdev=pkt.outdev, time=pkt.time, eth=pkt.eth)
+        new.pkttype, new.local, new.uid, new.gid = pkt.pkttype, pkt.local, pkt.uid, pkt.gid
+        new.extra = {"frag_max_size": whole.frag_max_size, "pmtu_df": whole.pmtu_df, "pieces": whole.pieces}
+        return new
+
+    def _route_input(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
+        """ip_rcv_finish's routing decision, then local delivery or forwarding."""
+        from pyfw.engine.host import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST
+
+        if self._early_drop(pkt):
+            res.path = "prerouting"
+            return NF_DROP
+        rr = self.host.input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
+        if rr.error == 0 and rr.type in (RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST):
+            res.path = "input"
+            if rr.type != RTN_LOCAL and pkt.pkttype == PACKET_HOST:
+                pkt.pkttype = PACKET_BROADCAST if rr.type == RTN_BROADCAST else PACKET_MULTICAST
+            return self._input(pkt, res, tr)
+        if rr.error == 0 and rr.type == RTN_UNICAST:
+            if pkt.pkttype != PACKET_HOST:
+                res.path = "no-route"
+                return NF_DROP
+            res.path = "forward"
+            return self._forward(pkt, rr, res, tr)
+        res.path = "no-route"
+        self._ip_error(pkt, rr.error)
+        return NF_DROP
+
+    def _early_drop(self, pkt: Packet) -> bool:
+        """What the stack drops between PREROUTING and routing: a UDP
+        header too short to read (early demux)."""
+        if pkt.proto == IPPROTO_UDP and not pkt.frag_off & IP_OFFMASK and pkt.tot_len - pkt.ihl < 8:
+            self._count("udp-short")
+            return True
+        return False
+
+    def _ip_error(self, pkt: Packet, err: int) -> None:
+        """ip_error: ICMP unreachable for no route, only when forwarding."""
+        import errno
+
+        if not self.host.ip_forward() and err != errno.ENETUNREACH:
+            return
+        code = {errno.ENETUNREACH: 0, errno.EHOSTUNREACH: 1, errno.EACCES: 13}.get(err)
+        if code is None:
+            return
+        if err == errno.EHOSTUNREACH and not self.host.conf(pkt.indev, "forwarding"):
+            return
+        self._icmp_error(pkt, 3, code)
+
+    def _forward(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
+        """ip_forward: TTL and MTU checks, TTL decrement, then FORWARD."""
+        from pyfw.wire.frag import exceeds_mtu
+        from pyfw.wire.ipv4 import decrease_ttl
+
         if pkt.ttl <= 1:
             self._icmp_error(pkt, 11, 0)  # time exceeded in transit
             return NF_DROP
-        mtu = self.host.mtu(route.dev)
-        if pkt.tot_len > mtu and pkt.frag_off & IP_DF:
+        mtu = self.host.mtu(rr.dev)
+        extra = pkt.extra or {}
+        if exceeds_mtu(pkt.tot_len, bool(pkt.frag_off & IP_DF), mtu, extra.get("frag_max_size", 0)):
             self._icmp_error(pkt, 3, 4, mtu=mtu)  # fragmentation needed
             return NF_DROP
-        from pyfw.wire.ipv4 import decrease_ttl
-
         decrease_ttl(pkt)
-        pkt.outdev = route.dev
+        pkt.outdev = rr.dev
         for table in ("mangle", "filter", "security"):
             v = self._table(table, "FORWARD", pkt, tr)
             if v != NF_ACCEPT:
                 return v
-        return self._postrouting(pkt, route, res, tr)
+        return self._postrouting(pkt, rr, res, tr)
 
     def _input(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int:
+        if not self.tracking and (pkt.frag_off & (IP_MF | IP_OFFMASK)):
+            # ip_local_deliver reassembles what is for us before INPUT
+            from pyfw.wire.frag import IP_DEFRAG_LOCAL_DELIVER
+
+            whole = self.defrag.add(pkt.data, pkt.time, user=IP_DEFRAG_LOCAL_DELIVER, iif=pkt.indev)
+            if whole is None:
+                return NF_STOLEN
+            nxt = Packet(bytearray(whole.datagram), indev=pkt.indev, time=pkt.time, eth=pkt.eth)
+            nxt.pkttype = pkt.pkttype
+            pkt = nxt
         for table in ("mangle", "filter", "security"):
             v = self._table(table, "INPUT", pkt, tr)
             if v != NF_ACCEPT:
                 return v
         if self.tracking:
-            v = self.nat.hook(pkt, "INPUT", lambda p: self._table("nat", "INPUT", p, tr))
+            v = self.nat.hook(pkt, "INPUT", self._nat_chain("INPUT", tr))
             if v != NF_ACCEPT:
                 return v
             if not self.ct.confirm(pkt):
@@ -282,66 +382,96 @@ class Engine:
         return NF_ACCEPT
 
     def _output(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int:
-        route = self.host.route(pkt.dst)
-        if route is None:
+        rr = self.host.output_route(pkt.dst, pkt.src)
+        if rr.error:
             res.path = "no-route"
             return NF_DROP
-        pkt.outdev = route.dev
+        pkt.outdev = rr.dev
         v = self._table("raw", "OUTPUT", pkt, tr)
         if v != NF_ACCEPT:
             return v
         if self.tracking:
+            if pkt.frag_off & (IP_MF | IP_OFFMASK):
+                whole = self._reassemble(pkt)
+                if whole is None:
+                    return NF_STOLEN
+                pkt = whole
             pkt.hook = "OUTPUT"
-            self.ct.in_hook(pkt)
+            v = self.ct.in_hook(pkt)
+            if v != NF_ACCEPT:
+                return v
+        dst, mark = pkt.dst, pkt.mark
         v = self._table("mangle", "OUTPUT", pkt, tr)
         if v != NF_ACCEPT:
             return v
         if self.tracking:
-            v = self.nat.hook(pkt, "OUTPUT", lambda p: self._table("nat", "OUTPUT", p, tr))
+            v = self.nat.hook(pkt, "OUTPUT", self._nat_chain("OUTPUT", tr))
             if v != NF_ACCEPT:
                 return v
         for table in ("filter", "security"):
             v = self._table(table, "OUTPUT", pkt, tr)
             if v != NF_ACCEPT:
                 return v
-        # re-route after a DNAT or mark change, as ip_route_me_harder does
-        route = self.host.route(pkt.dst) or route
-        pkt.outdev = route.dev
-        if self.host.is_local(pkt.dst):
-            # to ourselves: out through lo and back in
-            return self._loopback(pkt, route, res, tr)
-        return self._postrouting(pkt, route, res, tr)
-
-    def _loopback(self, pkt: Packet, route: Any, res: Result, tr: list[TraceStep] | None) -> int:
-        pkt.outdev = "lo"
-        for table in ("mangle",):
-            v = self._table(table, "POSTROUTING", pkt, tr)
-            if v != NF_ACCEPT:
-                return v
-        if self.tracking:
-            v = self.nat.hook(pkt, "POSTROUTING", lambda p: self._table("nat", "POSTROUTING", p, tr))
-            if v != NF_ACCEPT:
-                return v
-            if not self.ct.confirm(pkt):
+        if pkt.dst != dst or pkt.mark != mark:
+            # ip_route_me_harder after a DNAT or a mark change
+            again = self.host.output_route(pkt.dst, pkt.src)
+            if again.error:
+                res.path = "no-route"
                 return NF_DROP
-        back = pkt.copy()
-        back.indev, back.outdev, back.local = "lo", "", False
-        back.ct, back.ctinfo = None, -1
-        self._prerouting(back, Result(None, "input"), tr)
-        return NF_ACCEPT
+            rr = again
+            pkt.outdev = rr.dev
+        if rr.dev == "lo":
+            return self._loopback(pkt, rr, res, tr)
+        return self._postrouting(pkt, rr, res, tr)
 
-    def _postrouting(self, pkt: Packet, route: Any, res: Result, tr: list[TraceStep] | None) -> int:
+    def _loopback(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
+        """To one of our own addresses: POSTROUTING on lo, then in again."""
+        pkt.outdev = "lo"
         v = self._table("mangle", "POSTROUTING", pkt, tr)
         if v != NF_ACCEPT:
             return v
         if self.tracking:
-            v = self.nat.hook(pkt, "POSTROUTING", lambda p: self._table("nat", "POSTROUTING", p, tr))
+            v = self.nat.hook(pkt, "POSTROUTING", self._nat_chain("POSTROUTING", tr))
             if v != NF_ACCEPT:
                 return v
             if not self.ct.confirm(pkt):
                 return NF_DROP
-        res.out = route.dev
-        self._transmit(pkt, route, res)
+        res.out = "lo"
+        back = pkt.copy()
+        back.indev, back.outdev, back.local = "lo", "", False
+        back.pkttype = PACKET_HOST
+        # the connection stays attached on the way back in, as skb->_nfct does
+        sub = Result(None, "input")
+        self._prerouting_lo(back, sub, tr)
+        res.emitted.extend(sub.emitted)
+        return NF_ACCEPT
+
+    def _prerouting_lo(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> None:
+        v = self._table("raw", "PREROUTING", pkt, tr)
+        if v != NF_ACCEPT:
+            return
+        if self.tracking:
+            pkt.hook = "PREROUTING"
+            if self.ct.in_hook(pkt) != NF_ACCEPT:
+                return
+        if self._table("mangle", "PREROUTING", pkt, tr) != NF_ACCEPT:
+            return
+        if self.tracking and self.nat.hook(pkt, "PREROUTING", self._nat_chain("PREROUTING", tr)) != NF_ACCEPT:
+            return
+        self._input(pkt, res, tr)
+
+    def _postrouting(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
+        v = self._table("mangle", "POSTROUTING", pkt, tr)
+        if v != NF_ACCEPT:
+            return v
+        if self.tracking:
+            v = self.nat.hook(pkt, "POSTROUTING", self._nat_chain("POSTROUTING", tr))
+            if v != NF_ACCEPT:
+                return v
+            if not self.ct.confirm(pkt):
+                return NF_DROP
+        res.out = rr.dev
+        self._transmit(pkt, rr, res)
         return NF_ACCEPT
 
     # ------------------------------------------------------------ the host's answers
@@ -350,74 +480,90 @@ class Engine:
         from pyfw.wire import icmp, tcp
 
         host = self.host
-        if pkt.fragment or pkt.frag_off & IP_MF:
-            return  # (reassembly of what is for us happens in the stack)
         if pkt.pkttype != PACKET_HOST or not host.is_local(pkt.dst):
-            return  # broadcast / multicast: nothing answers
+            if pkt.proto == IPPROTO_ICMP and pkt.icmp_type == 8 and \
+                    not host.sysctl_int("net.ipv4.icmp_echo_ignore_broadcasts"):
+                self._send_host(icmp.build_echo_reply(bytes(pkt.data), src=host.source_address(pkt.src)), pkt)
+            return  # broadcast / multicast: nothing else answers
         if pkt.proto == IPPROTO_ICMP:
             if pkt.icmp_type == 8 and not host.sysctl_int("net.ipv4.icmp_echo_ignore_all"):
                 self._send_host(icmp.build_echo_reply(bytes(pkt.data)), pkt)
             return
-        if pkt.proto == IPPROTO_TCP and pkt.l4ok:
-            if host.service("tcp", pkt.dst, pkt.dport):
+        if pkt.proto == IPPROTO_TCP:
+            if not pkt.l4ok or host.service("tcp", pkt.dst, pkt.dport):
+                return
+            if not _l4_checksum_ok(pkt):
                 return
             if not pkt.tcp_flags & 0x04:  # never answer a RST
                 self._send_host(tcp.build_rst_for(bytes(pkt.data)), pkt)
             return
-        if pkt.proto == IPPROTO_UDP and pkt.l4ok:
-            if host.service("udp", pkt.dst, pkt.dport):
+        if pkt.proto == IPPROTO_UDP:
+            if not pkt.l4ok or host.service("udp", pkt.dst, pkt.dport):
+                return
+            if not _l4_checksum_ok(pkt):
                 return
             self._icmp_error(pkt, 3, 3)
             return
-        if pkt.proto not in (IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP):
-            self._icmp_error(pkt, 3, 2)  # protocol unreachable
+        self._icmp_error(pkt, 3, 2)  # protocol unreachable
 
     def _icmp_error(self, pkt: Packet, type_: int, code: int, mtu: int | None = None) -> None:
+        """icmp_send about `pkt` (when Linux would answer at all)."""
         from pyfw.wire import icmp
 
-        reply = icmp.build_error(type_, code, bytes(pkt.data), mtu=mtu, src=self._error_source(pkt))
+        data = bytes(pkt.data)
+        if not icmp.may_send_error(data, pkt.pkttype):
+            return
+        src = self.host.icmp_source(pkt.src, pkt.dst, pkt.indev or None)
+        reply = icmp.build_error(type_, code, data, mtu=mtu, src=src)
         if reply is not None:
             self._send_host(reply, pkt)
 
-    def _error_source(self, pkt: Packet) -> int | None:
-        """icmp_send's source: the address of the interface the packet came in on."""
-        if pkt.indev:
-            return self.host.primary_address(pkt.indev)
-        return None
-
-    def _send_host(self, data: bytes | bytearray, cause: Packet) -> None:
-        self.pending_local.append((bytearray(data), cause))
+    def _send_host(self, data: bytes | bytearray | None, cause: Packet) -> None:
+        if data is not None:
+            self.pending_local.append((bytearray(data), cause, False))
 
     def _flush_local(self, res: Result, trace: bool) -> None:
         """Packets the host made meanwhile go through OUTPUT/POSTROUTING."""
         guard = 0
         while self.pending_local and guard < 16:
             guard += 1
-            data, _cause = self.pending_local.pop(0)
+            data, cause, attach = self.pending_local.pop(0)
             sub = Result(None, "output")
             pkt = Packet(data, time=self.now)
             pkt.local = True
-            self._output(pkt, sub, res.trace if trace else None)
+            is_rst = pkt.proto == IPPROTO_TCP and bool(pkt.tcp_flags & 0x04)
+            # a kernel socket sent it -- except REJECT's TCP reset, which has none
+            pkt.extra = {} if (attach and is_rst) else {"kernel_sk": True}
+            if attach and self.tracking and cause.ct is not None:
+                self.ct.attach(pkt, cause)
+            # (the kernel's TRACE does not follow into packets the host makes)
+            self._output(pkt, sub, None)
             res.emitted.extend(sub.emitted)
 
     # ------------------------------------------------------------ transmit
-    def _transmit(self, pkt: Packet, route: Any, res: Result) -> None:
-        from pyfw.wire.frag import fragment
+    def _transmit(self, pkt: Packet, rr: Any, res: Result) -> None:
+        """ip_finish_output: fragment to the egress MTU, add Ethernet."""
+        from pyfw.wire.frag import fragment, needs_fragment
 
-        mtu = self.host.mtu(route.dev)
-        datagrams = [bytes(pkt.data)]
-        if pkt.tot_len > mtu:
-            if pkt.frag_off & IP_DF:
+        mtu = self.host.mtu(rr.dev)
+        extra = pkt.extra or {}
+        fms = extra.get("frag_max_size", 0)
+        datagrams: list[bytearray] = [pkt.data]
+        if needs_fragment(pkt.tot_len, mtu, fms):
+            if pkt.frag_off & IP_DF and not fms and pkt.tot_len > mtu:
                 return
-            datagrams = fragment(bytes(pkt.data), mtu)
-        src_mac = self.host.mac(route.dev)
-        nexthop = route.gateway if route.gateway is not None else pkt.dst
-        dst_mac = self.host.neighbor_mac(nexthop, route.dev) or ZERO_MAC
-        if pkt.dst == 0xFFFFFFFF or self.host.is_broadcast(pkt.dst, route.dev):
+            datagrams = fragment(pkt.data, mtu, frag_max_size=fms, pmtu_df=extra.get("pmtu_df", False),
+                                 pieces=extra.get("pieces"))
+        src_mac = self.host.mac(rr.dev)
+        nexthop = rr.next_hop
+        dst_mac = self.host.neighbor_mac(nexthop, rr.dev) or ZERO_MAC
+        if pkt.dst == 0xFFFFFFFF or self.host.is_broadcast(pkt.dst, rr.dev):
             dst_mac = BROADCAST_MAC
+        elif 0xE0000000 <= pkt.dst <= 0xEFFFFFFF:
+            dst_mac = bytes((0x01, 0x00, 0x5E, (pkt.dst >> 16) & 0x7F, (pkt.dst >> 8) & 0xFF, pkt.dst & 0xFF))
         head = dst_mac + src_mac + b"\x08\x00"
         for d in datagrams:
-            res.emitted.append(Emitted(route.dev, head + d))
+            res.emitted.append(Emitted(rr.dev, head + bytes(d)))
 
     def _arp(self, frame: bytes, iface: str) -> Result:
         from pyfw.wire import arp
@@ -427,6 +573,17 @@ class Engine:
         if reply is not None:
             res.emitted.append(Emitted(iface, reply))
         return res
+
+
+def _l4_checksum_ok(pkt: Packet) -> bool:
+    """The stack drops a TCP/UDP segment with a bad checksum before it
+    answers (UDP checksum 0: none)."""
+    from pyfw.wire.checksum import verify_l4
+
+    seg = bytes(pkt.data[pkt.ihl:pkt.tot_len])
+    if pkt.proto == IPPROTO_UDP and len(seg) >= 8 and seg[6:8] == b"\x00\x00":
+        return True
+    return verify_l4(pkt.src, pkt.dst, pkt.proto, seg)
 
 
 def _tot_len(data: bytes | bytearray) -> int:

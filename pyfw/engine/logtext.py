@@ -203,7 +203,12 @@ def format_packet(pkt: Packet, prefix: str, logflags: int) -> str:
 
 
 def trace_prefix(table: str, chain: str, comment: str, rulenum: int) -> str:
-    """The prefix of a TRACE line: comment is "rule", "return" or "policy"."""
+    """The prefix of a TRACE line: comment is "rule", "return" or "policy".
+    As ip_tables' get_chainname_rulenum, the kernel calls any rule that is
+    unconditional (no matches, no -s/-d/-i/-o/-p/-f) with a standard
+    verdict target (ACCEPT, DROP, RETURN...) "policy" in a built-in chain and
+    "return" in a user chain, numbered as a rule: `-A INPUT -j DROP` as the
+    second rule traces as "filter:INPUT:policy:2"."""
     return f"TRACE: {table}:{chain}:{comment}:{rulenum} "
 
 

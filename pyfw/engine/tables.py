@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyfw.engine.api import NF_ACCEPT, NF_DROP, NF_QUEUE, XT_CONTINUE, XT_RETURN, Env
+from pyfw.engine.api import NF_ACCEPT, NF_DROP, NF_QUEUE, XT_CONTINUE, XT_RETURN, Env, Hotdrop
 from pyfw.engine.packet import Packet
 from pyfw.ext import find_match, find_target
 from pyfw.ext.base import INV_DSTIP, INV_FRAG, INV_PROTO, INV_SRCIP, INV_VIA_IN, INV_VIA_OUT
@@ -25,10 +25,6 @@ A_GOTO = 2      # arg: chain name
 A_TARGET = 3    # arg: compiled target function
 A_NONE = 4      # no target: count and go on
 A_RETURN = 5
-
-
-class Hotdrop(Exception):
-    """A match asks the kernel to drop the packet at once (par->hotdrop)."""
 
 
 @dataclass

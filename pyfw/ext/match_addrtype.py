@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
 from pyfw.ext.types import strncasecmp_eq
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 # flags (XT_ADDRTYPE_*)
 INVERT_SOURCE = 0x0001
@@ -126,6 +131,33 @@ class Addrtype(Match):
         if data.flags & LIMIT_IFACE_OUT:
             out += " limit-out"
         return out
+
+    def compile(self, data: AddrtypeInfo, env: Env) -> MatchFn:
+        """addrtype_mt_v1: the route type of the source and/or destination
+        (inet_dev_addr_type, asked of env.host.addr_type: a RTN_* number)
+        must be in the type set, `!` inverting each test.  With
+        --limit-iface-in/-out the lookup is restricted to the packet's in or
+        out interface (a local address of another interface is UNICAST)."""
+        host = env.host
+        src_types, dst_types, flags = data.source, data.dest, data.flags
+        sinv = bool(flags & INVERT_SOURCE)
+        dinv = bool(flags & INVERT_DEST)
+        limit_in = bool(flags & LIMIT_IFACE_IN)
+        limit_out = bool(flags & LIMIT_IFACE_OUT)
+
+        def match(pkt: Packet) -> bool:
+            dev: str | None = None
+            if limit_in:
+                dev = pkt.indev or None
+            elif limit_out:
+                dev = pkt.outdev or None
+            if src_types and bool(src_types & (1 << host.addr_type(pkt.src, dev))) == sinv:
+                return False
+            if dst_types and bool(dst_types & (1 << host.addr_type(pkt.dst, dev))) == dinv:
+                return False
+            return True
+
+        return match
 
 
 EXTENSIONS = [Addrtype()]

@@ -8,8 +8,20 @@ and the text routines here are shared with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from pyfw.engine.api import (
+    IP_CT_IS_REPLY,
+    IP_CT_NEW,
+    IP_CT_UNTRACKED,
+    IPS_DST_NAT,
+    IPS_SRC_NAT,
+    IPS_TEMPLATE,
+    Env,
+    MatchFn,
+)
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.types import (
@@ -20,6 +32,9 @@ from pyfw.ext.types import (
     parse_portrc_gai,
     strncasecmp_eq,
 )
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 # match_flags / invert_flags bits (XT_CONNTRACK_*).
 F_STATE = 1 << 0
@@ -308,7 +323,144 @@ class Conntrack(Match):
     def print(self, data: ConntrackInfo, ip: RuleIp, numeric: bool) -> str:
         return conntrack_dump(data, "", numeric)
 
+    def compile(self, data: ConntrackInfo, env: Env) -> MatchFn:
+        """conntrack_mt (revision 3): see compile_conntrack."""
+        return compile_conntrack(data)
+
 
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+IPS_CONFIRMED_BIT = 1 << 3
+# Protocols whose tuples carry ports (NAT changes them).
+_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))
+
+
+def nat_state_bits(ct: Any) -> int:
+    """The SNAT/DNAT virtual states: the kernel tests IPS_SRC_NAT and
+    IPS_DST_NAT, which NAT sets exactly when it changed the reply tuple
+    (a binding that changes nothing sets neither).  Either the status bit or
+    a reply tuple that is not the inverted original counts."""
+    bits = 0
+    status = ct.status
+    o, r = ct.orig, ct.reply
+    ports = o.proto in _PORT_PROTOS
+    if status & IPS_SRC_NAT or r.dst != o.src or (ports and r.dport != o.sport):
+        bits |= STATE_SNAT
+    if status & IPS_DST_NAT or r.src != o.dst or (ports and r.sport != o.dport):
+        bits |= STATE_DNAT
+    return bits
+
+
+def ct_expires(ct: Any, now: float) -> int:
+    """nf_ct_expires(ct) / HZ.  An unconfirmed entry (the first packet,
+    before the confirm at the end of INPUT / POSTROUTING) holds its timeout
+    relative, so the kernel computes 0 for it (for any uptime between a few
+    minutes and ~99 days)."""
+    if not ct.status & IPS_CONFIRMED_BIT:
+        return 0
+    return int(ct.remaining(now))
+
+
+_TEMPLATE: list[Any] = []
+
+
+def template_conn() -> Any:
+    """The conntrack entry a CT template looks like to matches (made on
+    first use: importing the tracker is for the packet path only)."""
+    if not _TEMPLATE:
+        from pyfw.engine.conntrack.conn import Conn, Tuple
+
+        zero = Tuple(0, 0, 0, 0, 0)
+        _TEMPLATE.append(Conn(orig=zero, reply=zero, status=IPS_TEMPLATE | IPS_CONFIRMED_BIT))
+    return _TEMPLATE[0]
+
+
+CtTest = Callable[[Any, int, "Packet"], bool]
+
+
+def _ct_tests(d: ConntrackInfo) -> list[CtTest]:
+    """The per-entry tests after the state test, in the kernel's order;
+    each returns True when the packet passes."""
+    mf, inv = d.match_flags, d.invert_flags
+    tests: list[CtTest] = []
+    if mf & F_DIRECTION:
+        want_reply = bool(inv & F_DIRECTION)
+        tests.append(lambda ct, ctinfo, pkt: (ctinfo >= IP_CT_IS_REPLY) == want_reply)
+
+    def addr_test(flag: int, addr: int, mask: int, get: Callable[[Any], int]) -> None:
+        if mf & flag:
+            neg = bool(inv & flag)
+            tests.append(lambda ct, ctinfo, pkt: (((get(ct) ^ addr) & mask) == 0) != neg)
+
+    addr_test(F_ORIGSRC, d.origsrc_addr, d.origsrc_mask, lambda ct: ct.orig.src)
+    addr_test(F_ORIGDST, d.origdst_addr, d.origdst_mask, lambda ct: ct.orig.dst)
+    addr_test(F_REPLSRC, d.replsrc_addr, d.replsrc_mask, lambda ct: ct.reply.src)
+    addr_test(F_REPLDST, d.repldst_addr, d.repldst_mask, lambda ct: ct.reply.dst)
+    if mf & F_PROTO:
+        proto, neg = d.l4proto, bool(inv & F_PROTO)
+        tests.append(lambda ct, ctinfo, pkt: (ct.orig.proto == proto) != neg)
+
+    def port_test(flag: int, lo: int, hi: int, get: Callable[[Any], int]) -> None:
+        if mf & flag:
+            neg = bool(inv & flag)
+            tests.append(lambda ct, ctinfo, pkt: (lo <= get(ct) <= hi) != neg)
+
+    port_test(F_ORIGSRC_PORT, d.origsrc_port, d.origsrc_port_high, lambda ct: ct.orig.sport)
+    port_test(F_ORIGDST_PORT, d.origdst_port, d.origdst_port_high, lambda ct: ct.orig.dport)
+    port_test(F_REPLSRC_PORT, d.replsrc_port, d.replsrc_port_high, lambda ct: ct.reply.sport)
+    port_test(F_REPLDST_PORT, d.repldst_port, d.repldst_port_high, lambda ct: ct.reply.dport)
+    if mf & F_STATUS:
+        smask, neg = d.status_mask, bool(inv & F_STATUS)
+        tests.append(lambda ct, ctinfo, pkt: bool(ct.status & smask) != neg)
+    if mf & F_EXPIRES:
+        emin, emax, neg = d.expires_min, d.expires_max, bool(inv & F_EXPIRES)
+        tests.append(lambda ct, ctinfo, pkt: (emin <= ct_expires(ct, pkt.time) <= emax) != neg)
+    return tests
+
+
+def compile_conntrack(d: ConntrackInfo) -> MatchFn:
+    """conntrack_mt for one rule (also `-m state`, the same kernel match).
+
+    The state bit: ESTABLISHED/RELATED/NEW from ctinfo when the packet has
+    an entry, UNTRACKED for NOTRACK/CT --notrack, INVALID otherwise; SNAT and
+    DNAT are added for a NATed entry.  Without an entry the match is true
+    only if it tested the state (and that test passed): every other option
+    needs an entry.  --ctexpire reads the engine clock (pkt.time); --ctdir
+    the direction of ctinfo.  Between a CT target and conntrack (the raw
+    table) the packet carries the CT template, which the kernel's match sees
+    as a NEW entry with zero tuples, status CONFIRMED and no time left."""
+    mf, inv = d.match_flags, d.invert_flags
+    template = template_conn()
+    want_state = bool(mf & F_STATE)
+    state_mask = d.state_mask
+    state_inv = bool(inv & F_STATE)
+    nat_wanted = bool(state_mask & (STATE_SNAT | STATE_DNAT))
+    tests = tuple(_ct_tests(d))
+
+    def match(pkt: Packet) -> bool:
+        ct = pkt.ct
+        if ct is not None:
+            ctinfo = pkt.ctinfo
+            statebit = 1 << (ctinfo % IP_CT_IS_REPLY + 1)
+        elif pkt.ctinfo == IP_CT_UNTRACKED or pkt.notrack:
+            statebit = STATE_UNTRACKED
+        elif pkt.ct_template is not None:
+            ct, ctinfo, statebit = template, IP_CT_NEW, STATE_NEW
+        else:
+            statebit = STATE_INVALID
+        if want_state:
+            if ct is not None and nat_wanted:
+                statebit |= nat_state_bits(ct)
+            if bool(state_mask & statebit) == state_inv:
+                return False
+        if ct is None:
+            return want_state
+        for test in tests:
+            if not test(ct, ctinfo, pkt):
+                return False
+        return True
+
+    return match
+
 
 EXTENSIONS = [Conntrack()]

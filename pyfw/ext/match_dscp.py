@@ -4,10 +4,15 @@ as a number 0-63 or a DiffServ class name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
 from pyfw.ext.types import strncasecmp_eq
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 DSCP_MAX = 0x3F
 
@@ -69,6 +74,15 @@ class Dscp(Match):
 
     def print(self, data: DscpInfo, ip: RuleIp, numeric: bool) -> str:
         return f" DSCP match {'!' if data.invert else ''}0x{data.dscp:02x}"
+
+    def compile(self, data: DscpInfo, env: Env) -> MatchFn:
+        """dscp_mt: the upper six bits of the TOS byte, `!` inverts."""
+        dscp, invert = data.dscp, data.invert
+
+        def match(pkt: Packet) -> bool:
+            return ((pkt.tos >> 2) == dscp) != invert
+
+        return match
 
 
 EXTENSIONS = [Dscp()]

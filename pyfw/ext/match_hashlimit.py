@@ -11,14 +11,19 @@ table must agree on rate-match (see `htable_conflict`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pyfw.engine.api import Env, Hotdrop, MatchFn
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
-from pyfw.ext.match_limit import ERANGE, HZ, c_strtol, rate_unit
+from pyfw.ext.match_limit import ERANGE, HZ, c_strtol, jiffies, rate_unit
 from pyfw.ext.types import mask_to_cidr, strtoul, strtoul_end
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -471,6 +476,10 @@ class Hashlimit(Match):
                 text += f" {p}rate-interval {data.interval}"
         return text
 
+    def compile(self, data: HashlimitData, env: Env) -> MatchFn:
+        """hashlimit_mt (revision 3): see compile_hashlimit."""
+        return compile_hashlimit(data, env)
+
 
 def _earlier_matches(matches: Iterable[tuple[str, Any]], data: Any) -> list[tuple[str, Any]]:
     """The rule's matches before `data` (found by identity)."""
@@ -480,6 +489,228 @@ def _earlier_matches(matches: Iterable[tuple[str, Any]], data: Any) -> list[tupl
             return out
         out.append((name, other))
     return []
+
+
+# hashlimit tables are sized from the machine's memory when --htable-size
+# is not given; above 1 GiB (the reference machine) that is 8192 buckets.
+DEFAULT_HTABLE_SIZE = 8192
+# proto_ports_offset: where the two 16-bit "ports" are for each protocol.
+PORTS_OFFSET = {6: 0, 17: 0, 33: 0, 50: 0, 132: 0, 136: 0, 51: 4}
+HASH_PORTS = HASH_SPT | HASH_DPT
+
+
+def msecs_to_jiffies(ms: int) -> int:
+    """Rounded up, as the kernel does for HZ dividing 1000."""
+    step = 1000 // HZ
+    return (ms + step - 1) // step
+
+
+def _prefix_mask(bits: int) -> int:
+    return (U32 << (32 - bits)) & U32 if bits else 0
+
+
+def user2rate(user: int) -> int:
+    return SCALE // user if user else 0
+
+
+def user2rate_bytes(user: int) -> int:
+    user &= U32
+    r = U32 // user if user else U32
+    return ((r - 1) << BYTE_SHIFT) & U64
+
+
+class HashlimitEntry:
+    """struct dsthash_ent's state: the token bucket, or the rate-match
+    window (the kernel keeps both in one union)."""
+
+    __slots__ = ("expires", "prev", "credit", "credit_cap", "cost",
+                 "interval", "prev_window", "current_rate", "rate", "burst")
+
+    def __init__(self) -> None:
+        self.expires = self.prev = 0
+        self.credit = self.credit_cap = self.cost = 0
+        self.interval = self.prev_window = self.current_rate = self.rate = self.burst = 0
+
+
+class HashlimitTable:
+    """One named hash table (xt_hashlimit_htable), shared by every rule that
+    names it and kept across ruleset swaps (env.shared).  Its configuration
+    is that of the rule that created it: later rules with the same name use
+    its mode, masks, rate, burst, expiry and sizes, and only their own
+    rate-match, byte-mode and invert flags.  Entries are found by the masked
+    addresses and ports; an expired entry stays (and is used again) until
+    the garbage collector, run every gc-interval on the engine clock from
+    the table's first packet, removes it; a full table (htable-max, default
+    8 x size) hot-drops packets that need a new entry."""
+
+    def __init__(self, cfg: HashlimitData) -> None:
+        self.cfg = dataclasses.replace(cfg)
+        size = cfg.size or DEFAULT_HTABLE_SIZE
+        self.size = size
+        limit = cfg.max
+        if limit == 0:
+            limit = 8 * size
+        elif limit < size:
+            limit = size
+        self.max = limit
+        self.expire_j = msecs_to_jiffies(cfg.expire & U32)
+        self.gc_j = max(1, msecs_to_jiffies(cfg.gc_interval & U32))
+        self.next_gc: int | None = None
+        self.entries: dict[tuple[int, int, int, int], HashlimitEntry] = {}
+
+    # ------------------------------------------------------------- timers
+    def gc(self, now: int) -> None:
+        """htable_gc runs that fell due before `now`: the last of them
+        removes every entry whose expiry time it has reached."""
+        nxt = self.next_gc
+        if nxt is None:
+            self.next_gc = now + self.gc_j
+            return
+        if now < nxt:
+            return
+        last = nxt + (now - nxt) // self.gc_j * self.gc_j
+        self.next_gc = last + self.gc_j
+        if self.entries:
+            self.entries = {k: e for k, e in self.entries.items() if last < e.expires}
+
+    # ------------------------------------------------------------- buckets
+    def rateinfo_init(self, e: HashlimitEntry, now: int) -> None:
+        cfg = self.cfg
+        e.prev = now
+        if cfg.mode & RATE_MATCH:
+            e.prev_window = 0
+            e.current_rate = 0
+            if cfg.mode & BYTES:
+                e.rate = user2rate_bytes(cfg.avg)
+                e.burst = (cfg.burst * e.rate) & U64 if cfg.burst else e.rate
+            else:
+                e.rate = user2rate(cfg.avg)
+                e.burst = (cfg.burst + e.rate) & U64
+            e.interval = cfg.interval & U32
+        elif cfg.mode & BYTES:
+            e.credit = CREDITS_PER_JIFFY_BYTES * HZ
+            e.cost = user2credits_byte(cfg.avg)
+            e.credit_cap = cfg.burst
+        else:
+            e.credit = user2credits((cfg.avg * cfg.burst) & U64)
+            e.cost = user2credits(cfg.avg)
+            e.credit_cap = e.credit
+
+    def rateinfo_recalc(self, e: HashlimitEntry, now: int) -> None:
+        mode = self.cfg.mode
+        delta = (now - e.prev) & U64
+        if delta == 0:
+            return
+        if mode & RATE_MATCH:
+            interval = ((e.interval * HZ) & U32)
+            if delta < interval:
+                return
+            e.prev = now
+            e.prev_window = int((e.current_rate * interval) & U64 > (delta * e.rate) & U64)
+            e.current_rate = 0
+            return
+        e.prev = now
+        if mode & BYTES:
+            old = e.credit
+            e.credit = (e.credit + CREDITS_PER_JIFFY_BYTES * delta) & U64
+            cap = CREDITS_PER_JIFFY_BYTES * HZ
+            if old >= e.credit:
+                e.credit = cap
+                return
+        else:
+            e.credit = (e.credit + delta * CREDITS_PER_JIFFY) & U64
+            cap = e.credit_cap
+        if e.credit > cap:
+            e.credit = cap
+
+    def lookup(self, key: tuple[int, int, int, int], now: int) -> HashlimitEntry:
+        """dsthash_find, or a new entry (dsthash_alloc_init): the entry's
+        expiry is pushed out and its bucket refilled for `now`."""
+        e = self.entries.get(key)
+        if e is None:
+            if self.max and len(self.entries) >= self.max:
+                raise Hotdrop()
+            e = self.entries[key] = HashlimitEntry()
+            e.expires = now + self.expire_j
+            self.rateinfo_init(e, now)
+        else:
+            e.expires = now + self.expire_j
+            self.rateinfo_recalc(e, now)
+        return e
+
+    def key_fn(self) -> Callable[[Packet], tuple[int, int, int, int]]:
+        """hashlimit_init_dst for this table's mode and masks.  Ports are
+        read where proto_ports_offset says, without looking at the fragment
+        offset (the kernel does not); a protocol without ports hashes port
+        0, a packet too short for them is a hot drop."""
+        mode = self.cfg.mode
+        smask = _prefix_mask(self.cfg.srcmask) if mode & HASH_SIP else 0
+        dmask = _prefix_mask(self.cfg.dstmask) if mode & HASH_DIP else 0
+        use_sp = bool(mode & HASH_SPT)
+        use_dp = bool(mode & HASH_DPT)
+        if not mode & HASH_PORTS:
+            return lambda pkt: (pkt.src & smask, pkt.dst & dmask, 0, 0)
+
+        def key(pkt: Packet) -> tuple[int, int, int, int]:
+            poff = PORTS_OFFSET.get(pkt.proto)
+            if poff is None:
+                sport = dport = 0
+            else:
+                d = pkt.data
+                off = pkt.ihl + poff
+                if min(len(d), pkt.tot_len) < off + 4:
+                    raise Hotdrop()
+                sport = d[off] << 8 | d[off + 1]
+                dport = d[off + 2] << 8 | d[off + 3]
+            return (pkt.src & smask, pkt.dst & dmask,
+                    sport if use_sp else 0, dport if use_dp else 0)
+
+        return key
+
+
+def byte_cost(length: int, e: HashlimitEntry) -> int:
+    """hashlimit_byte_cost: credits for a packet of `length` bytes, and a
+    refill from the burst allowance when the bucket cannot pay."""
+    tmp = (((length >> BYTE_SHIFT) + 1) * e.cost) & U64
+    full = CREDITS_PER_JIFFY_BYTES * HZ
+    if tmp > full:
+        tmp = full
+    if e.credit < tmp and e.credit_cap:
+        e.credit_cap -= 1
+        e.credit = full
+    return tmp & U32
+
+
+def compile_hashlimit(data: HashlimitData, env: Env) -> MatchFn:
+    """hashlimit_mt_common for one rule: its table is env.shared
+    ("hashlimit", name), created with this rule's settings if it is the
+    first.  Under the rate (or, in rate-match mode, within the window's
+    allowance) the match is true for --hashlimit-upto and false for
+    --hashlimit-above; over it, the reverse.  Byte modes cost the IP total
+    length."""
+    table: HashlimitTable = env.shared("hashlimit", data.name, lambda: HashlimitTable(data))
+    key = table.key_fn()
+    mode = data.mode
+    invert = bool(mode & INVERT)
+    rate_match = bool(mode & RATE_MATCH)
+    by_bytes = bool(mode & BYTES)
+
+    def match(pkt: Packet) -> bool:
+        now = jiffies(pkt.time)
+        table.gc(now)
+        e = table.lookup(key(pkt), now)
+        if rate_match:
+            e.current_rate += pkt.tot_len if by_bytes else 1
+            if not e.prev_window and e.current_rate <= e.burst:
+                return not invert
+            return invert
+        cost = byte_cost(pkt.tot_len, e) if by_bytes else e.cost
+        if e.credit >= cost:
+            e.credit -= cost
+            return not invert
+        return invert
+
+    return match
 
 
 EXTENSIONS = [Hashlimit()]

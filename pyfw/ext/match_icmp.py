@@ -9,11 +9,16 @@ registered for IPPROTO_ICMP, so it needs `-p icmp`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, Hotdrop, MatchFn
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp, fail
 from pyfw.ext.match_tcp import ascii_lower
 from pyfw.ext.types import strtoul_end
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 INV = 0x01  # IPT_ICMP_INV
 
@@ -162,6 +167,43 @@ class Icmp(Match):
         if data.invflags & ~INV:
             return f" Unknown invflags: 0x{data.invflags & ~INV:X}"
         return ""
+
+    def compile(self, data: IcmpData, env: Env) -> MatchFn:
+        """icmp_match: see compile_icmp."""
+        return compile_icmp(data)
+
+
+def compile_icmp(data: IcmpData) -> MatchFn:
+    """icmp_match: a fragment never matches; fewer than 8 bytes of ICMP
+    header (struct icmphdr) is a hot drop.  Type 0xFF ("any") matches every
+    type and code."""
+    typ = data.type
+    cmin, cmax = data.code
+    inv = bool(data.invflags & INV)
+
+    def short(pkt: Packet) -> bool:
+        if pkt.frag_off & 0x1FFF:
+            return False
+        d = pkt.data
+        if min(len(d), pkt.tot_len) - pkt.ihl < 8:
+            raise Hotdrop()
+        return True
+
+    if typ == 0xFF:
+        def match_any(pkt: Packet) -> bool:
+            if not pkt.l4ok or pkt.icmp_id < 0:
+                if not short(pkt):
+                    return False
+            return not inv
+        return match_any
+
+    def match(pkt: Packet) -> bool:
+        if not pkt.l4ok or pkt.icmp_id < 0:
+            if not short(pkt):
+                return False
+        return (pkt.icmp_type == typ and cmin <= pkt.icmp_code <= cmax) != inv
+
+    return match
 
 
 EXTENSIONS = [Icmp()]

@@ -5,10 +5,15 @@ checkentry for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp, warn
 from pyfw.ext.types import ip_to_str, numeric_to_ipaddr
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 # flags (IPRANGE_*)
 IPRANGE_SRC = 1 << 0
@@ -95,6 +100,25 @@ class Iprange(Match):
             out += " destination IP range" + (" !" if data.flags & IPRANGE_DST_INV else "")
             out += f" {ip_to_str(data.dst_min)}-{ip_to_str(data.dst_max)}"
         return out
+
+    def compile(self, data: IprangeInfo, env: Env) -> MatchFn:
+        """iprange_mt4: each given range must hold (or, with `!`, not hold)
+        its address; a reversed range holds nothing."""
+        flags = data.flags
+        smin, smax, dmin, dmax = data.src_min, data.src_max, data.dst_min, data.dst_max
+        src = bool(flags & IPRANGE_SRC)
+        dst = bool(flags & IPRANGE_DST)
+        sinv = bool(flags & IPRANGE_SRC_INV)
+        dinv = bool(flags & IPRANGE_DST_INV)
+
+        def match(pkt: Packet) -> bool:
+            if src and (smin <= pkt.src <= smax) == sinv:
+                return False
+            if dst and (dmin <= pkt.dst <= dmax) == dinv:
+                return False
+            return True
+
+        return match
 
 
 EXTENSIONS = [Iprange()]

@@ -7,8 +7,13 @@ a <= b.  No kernel check beyond the option itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 
 @dataclass
@@ -41,6 +46,16 @@ class Length(Match):
 
     def print(self, data: LengthData, ip: RuleIp, numeric: bool) -> str:
         return f" length {'!' if data.invert else ''}{self._range(data)}"
+
+    def compile(self, data: LengthData, env: Env) -> MatchFn:
+        """length_mt: the IP total length within [min, max], `!` inverts (a
+        reversed range holds nothing)."""
+        lo, hi, invert = data.min, data.max, data.invert
+
+        def match(pkt: Packet) -> bool:
+            return (lo <= pkt.tot_len <= hi) != invert
+
+        return match
 
 
 EXTENSIONS = [Length()]

@@ -9,10 +9,16 @@ of 0 and an avg*burst that overflows its 32-bit credit arithmetic.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 XT_LIMIT_SCALE = 10000
 DEFAULT_AVG_TEXT = "3/hour"
@@ -173,6 +179,56 @@ class Limit(Match):
 
     def print(self, data: LimitData, ip: RuleIp, numeric: bool) -> str:
         return f" limit: avg{rate_text(data.avg)} burst {data.burst}"
+
+    def compile(self, data: LimitData, env: Env) -> MatchFn:
+        """limit_mt: see compile_limit."""
+        return compile_limit(data)
+
+
+U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def jiffies(now: float) -> int:
+    """The jiffy count (HZ per second) at engine time `now`.  The kernel's
+    counter starts elsewhere, but every rate match only takes differences.
+    The tiny offset keeps a pcap timestamp that falls on a jiffy boundary
+    (4 ms steps) from rounding down through float error."""
+    return math.floor(now * HZ + 1e-6)
+
+
+def compile_limit(data: LimitData) -> MatchFn:
+    """limit_mt: one token bucket per rule, in 32-bit credits.  It starts
+    full (credit_cap) when the rule is loaded; here the bucket's clock
+    starts at the first packet, which is the same as long as the bucket was
+    full then.  Each jiffy since the last packet adds CREDITS_PER_JIFFY (the
+    increase is cut to 32 bits, as in the kernel, so a gap of about 37 hours
+    wraps), the credit is capped, and a packet passes when it can pay
+    `cost`.  A new ruleset makes new buckets, as the kernel's replace does."""
+    cost = data.cost
+    cap = data.credit_cap
+    state: list[int | None] = [None, cap]  # prev jiffies, credit
+
+    def match(pkt: Packet) -> bool:
+        now = jiffies(pkt.time)
+        prev = state[0]
+        credit = state[1]
+        assert credit is not None
+        if prev is None:
+            prev = now
+        elif credit < cost and prev == now:
+            return False
+        increase = (((now - prev) & U64) * CREDITS_PER_JIFFY) & U32
+        credit = (credit + increase) & U32
+        if credit > cap:
+            credit = cap
+        state[0] = now
+        if credit >= cost:
+            state[1] = credit - cost
+            return True
+        state[1] = credit
+        return False
+
+    return match
 
 
 EXTENSIONS = [Limit()]

@@ -9,9 +9,14 @@ INPUT and FORWARD.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.types import mac_to_str, parse_ethermac_strtoul
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 
 @dataclass
@@ -41,6 +46,20 @@ class Mac(Match):
 
     def print(self, data: MacData, ip: RuleIp, numeric: bool) -> str:
         return f" MAC {'! ' if data.invert else ''}{mac_to_str(data.srcaddr)}"
+
+    def compile(self, data: MacData, env: Env) -> MatchFn:
+        """mac_mt: the Ethernet source address.  A packet without an
+        Ethernet header (locally made, or through the loopback device, whose
+        type is not ARPHRD_ETHER) never matches, even with `!`."""
+        addr, invert = bytes(data.srcaddr), data.invert
+
+        def match(pkt: Packet) -> bool:
+            eth = pkt.eth
+            if eth is None or len(eth) < 14 or pkt.indev == "lo":
+                return False
+            return (eth[6:12] == addr) != invert
+
+        return match
 
 
 EXTENSIONS = [Mac()]

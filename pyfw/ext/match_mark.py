@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 
 @dataclass
@@ -44,6 +49,15 @@ class Mark(Match):
     def print(self, data: MarkInfo, ip: RuleIp, numeric: bool) -> str:
         bang = " !" if data.invert else ""
         return f" mark match{bang}{mark_mask_text(data.mark, data.mask)}"
+
+    def compile(self, data: MarkInfo, env: Env) -> MatchFn:
+        """mark_mt: (nfmark & mask) == mark, `!` inverts."""
+        mark, mask, invert = data.mark, data.mask, data.invert
+
+        def match(pkt: Packet) -> bool:
+            return ((pkt.mark & mask) == mark) != invert
+
+        return match
 
 
 EXTENSIONS = [Mark()]

@@ -10,10 +10,15 @@ share iptables' exclusion group; aliases report the first name of their id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, Hotdrop, MatchFn
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import INV_PROTO, ArgType, Call, CheckContext, Match, Opt, RuleIp, fail
 from pyfw.ext.types import parse_port, port_to_service
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 MULTI_PORTS = 15  # XT_MULTI_PORTS
 
@@ -151,6 +156,70 @@ class Multiport(Match):
         if data.invert:
             out += " !"
         return out + _ports_text(data, ip.proto, numeric)
+
+    def compile(self, data: MultiportData, env: Env) -> MatchFn:
+        """multiport_mt (revision 1): see compile_multiport."""
+        return compile_multiport(data)
+
+
+def port_ranges(data: MultiportData) -> list[tuple[int, int]]:
+    """The (lo, hi) ranges of the port list, single ports as (p, p)."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < data.count:
+        lo = data.ports[i]
+        if data.pflags[i]:
+            i += 1
+            hi = data.ports[i] if i < len(data.ports) else 0
+            out.append((lo, hi))
+        else:
+            out.append((lo, lo))
+        i += 1
+    return out
+
+
+def compile_multiport(data: MultiportData) -> MatchFn:
+    """multiport_mt: a fragment never matches; fewer than 4 bytes of layer 4
+    (the two ports) is a hot drop.  Any listed port or range that holds the
+    source (--sports), destination (--dports) or either (--ports) matches;
+    `!` inverts the result."""
+    ranges = port_ranges(data)
+    singles = frozenset(lo for lo, hi in ranges if lo == hi)
+    spans = tuple((lo, hi) for lo, hi in ranges if lo != hi)
+    invert = data.invert
+    flags = data.flags
+
+    def hit(port: int) -> bool:
+        if port in singles:
+            return True
+        for lo, hi in spans:
+            if lo <= port <= hi:
+                return True
+        return False
+
+    def match(pkt: Packet) -> bool:
+        if pkt.l4ok:
+            sport, dport = pkt.sport, pkt.dport
+        else:
+            if pkt.frag_off & 0x1FFF:
+                return False
+            d = pkt.data
+            th = pkt.ihl
+            if min(len(d), pkt.tot_len) - th < 4:
+                raise Hotdrop()
+            sport = d[th] << 8 | d[th + 1]
+            dport = d[th + 2] << 8 | d[th + 3]
+        if flags == SOURCE:
+            found = hit(sport)
+        elif flags == DESTINATION:
+            found = hit(dport)
+        elif flags == EITHER:
+            found = hit(dport) or hit(sport)
+        else:
+            found = False
+        return found != invert
+
+    return match
 
 
 EXTENSIONS = [Multiport()]

@@ -7,10 +7,15 @@ from __future__ import annotations
 import grp
 import pwd
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
 from pyfw.ext.types import strtoul_end
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 # match / invert bits (XT_OWNER_*)
 OWNER_UID = 1 << 0
@@ -157,6 +162,60 @@ class Owner(Match):
     def print(self, data: OwnerInfo, ip: RuleIp, numeric: bool) -> str:
         labels = ("owner socket exists", "owner UID match", "owner GID match", "incl. suppl. groups")
         return self._items(data, labels, numeric)
+
+    def compile(self, data: OwnerInfo, env: Env) -> MatchFn:
+        """owner_mt: see compile_owner."""
+        return compile_owner(data)
+
+
+def compile_owner(d: OwnerInfo) -> MatchFn:
+    """owner_mt.  Three kinds of packet:
+
+    - a user socket (pkt.uid / pkt.gid set): the fsuid/fsgid ranges, and
+      with --suppl-groups the supplementary groups in
+      pkt.extra["groups"] (an iterable of gids, absent means none);
+    - a socket of the kernel's own, without a file (pkt.uid None,
+      pkt.extra["kernel_sk"] true: the stack's ICMP replies and errors and
+      TCP resets): --socket-exists holds, every uid/gid test fails unless
+      inverted;
+    - no socket (forwarded, or pkt.uid None otherwise): only a rule whose
+      every test is inverted matches (the kernel's `(match ^ invert) == 0`,
+      where --suppl-groups counts as a test that cannot be inverted).
+    """
+    match_bits, invert_bits = d.match, d.invert
+    uid_min, uid_max, gid_min, gid_max = d.uid_min, d.uid_max, d.gid_min, d.gid_max
+    no_socket = (match_bits ^ invert_bits) == 0
+    no_file = ((match_bits ^ invert_bits) & (OWNER_UID | OWNER_GID)) == 0
+    want_socket_absent = bool(match_bits & invert_bits & OWNER_SOCKET)
+    test_uid = bool(match_bits & OWNER_UID)
+    uid_inv = bool(invert_bits & OWNER_UID)
+    test_gid = bool(match_bits & OWNER_GID)
+    gid_inv = bool(invert_bits & OWNER_GID)
+    suppl = bool(match_bits & OWNER_SUPPL_GROUPS)
+
+    def match(pkt: Packet) -> bool:
+        uid = pkt.uid
+        extra = pkt.extra
+        if uid is None:
+            if extra is None or not extra.get("kernel_sk"):
+                return no_socket
+            if want_socket_absent:
+                return False
+            return no_file
+        if want_socket_absent:
+            return False
+        if test_uid and (uid_min <= uid <= uid_max) == uid_inv:
+            return False
+        if test_gid:
+            gid = pkt.gid
+            found = gid is not None and gid_min <= gid <= gid_max
+            if not found and suppl and extra is not None:
+                found = any(gid_min <= g <= gid_max for g in extra.get("groups", ()))
+            if found == gid_inv:
+                return False
+        return True
+
+    return match
 
 
 EXTENSIONS = [Owner()]

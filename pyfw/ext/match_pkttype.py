@@ -7,9 +7,14 @@ first name of a type is what save and -L show.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp, fail
 from pyfw.ext.match_tcp import ascii_lower
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 # PACKET_* from linux/if_packet.h
 PACKET_HOST = 0
@@ -61,6 +66,22 @@ class Pkttype(Match):
 
     def print(self, data: PkttypeData, ip: RuleIp, numeric: bool) -> str:
         return f" PKTTYPE {'!' if data.invert else ''}= {type_name(data.pkttype)}"
+
+    def compile(self, data: PkttypeData, env: Env) -> MatchFn:
+        """pkttype_mt: skb->pkt_type; a looped-back packet (PACKET_LOOPBACK)
+        counts as multicast for a multicast destination, else broadcast."""
+        want, invert = data.pkttype, data.invert
+
+        def match(pkt: Packet) -> bool:
+            kind = pkt.pkttype
+            if kind == PACKET_LOOPBACK:
+                kind = PACKET_MULTICAST if pkt.dst >> 28 == 0xE else PACKET_BROADCAST
+            return (kind == want) != invert
+
+        return match
+
+
+PACKET_LOOPBACK = 5
 
 
 EXTENSIONS = [Pkttype()]

@@ -9,12 +9,18 @@ a hit count of 65536 or more, and bad list names ("", ".", "..", "a/b").
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp
+from pyfw.ext.match_limit import HZ, jiffies
 from pyfw.ext.types import ip_to_str
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 CHECK = 1 << 0
 SET = 1 << 1
@@ -152,6 +158,165 @@ class Recent(Match):
 
     def print(self, data: RecentData, ip: RuleIp, numeric: bool) -> str:
         return "".join(" " + w for w in self._words(data, False))
+
+    def compile(self, data: RecentData, env: Env) -> MatchFn:
+        """recent_mt: see compile_recent."""
+        return compile_recent(data, env)
+
+
+# xt_recent module parameters (the reference machine's defaults).
+IP_LIST_TOT = 100      # addresses remembered per list
+IP_PKT_LIST_TOT = 0    # (obsolete) time stamps per address; 0: from --hitcount
+
+
+def nstamps_mask(hit_count: int) -> int:
+    """recent_mt_check: time stamps kept per address, minus one (a power of
+    two): enough for --hitcount, else 32."""
+    if IP_PKT_LIST_TOT and hit_count < IP_PKT_LIST_TOT:
+        n = IP_PKT_LIST_TOT
+    elif hit_count:
+        n = hit_count
+    else:
+        return 31
+    return (1 << (n - 1).bit_length()) - 1
+
+
+class RecentEntry:
+    """struct recent_entry: the last time stamps of one address (a ring of
+    nstamps_max_mask + 1 jiffy values), the TTL it was last seen with."""
+
+    __slots__ = ("addr", "ttl", "stamps", "index", "nstamps")
+
+    def __init__(self, addr: int, ttl: int, now: int, size: int) -> None:
+        self.addr = addr
+        self.ttl = ttl
+        self.stamps = [0] * size
+        self.stamps[0] = now
+        self.index = 1
+        self.nstamps = 1
+
+    def last_seen(self, mask: int) -> int:
+        return self.stamps[(self.index - 1) & mask]
+
+
+class RecentTable:
+    """One named list (struct recent_table), shared by every rule naming it
+    and kept across ruleset swaps (env.shared("recent", name)).  The
+    address mask is the creating rule's; a later rule that needs more time
+    stamps per address (a larger --hitcount) flushes the list and grows it.
+    At most IP_LIST_TOT addresses: a new one evicts the least recently
+    updated.  `entries` is in that LRU order (oldest first)."""
+
+    def __init__(self, name: str, mask: int, nstamps_max_mask: int) -> None:
+        self.name = name
+        self.mask = mask
+        self.nstamps_max_mask = nstamps_max_mask
+        self.entries: OrderedDict[int, RecentEntry] = OrderedDict()
+
+    def flush(self) -> None:
+        self.entries.clear()
+
+    def lookup(self, addr: int, ttl: int) -> RecentEntry | None:
+        e = self.entries.get(addr)
+        if e is not None and (ttl == e.ttl or ttl == 0 or e.ttl == 0):
+            return e
+        return None
+
+    def add(self, addr: int, ttl: int, now: int) -> RecentEntry:
+        if len(self.entries) >= IP_LIST_TOT:
+            self.entries.popitem(last=False)
+        e = self.entries[addr] = RecentEntry(addr, ttl, now, self.nstamps_max_mask + 1)
+        return e
+
+    def update(self, e: RecentEntry, now: int) -> None:
+        e.index &= self.nstamps_max_mask
+        e.stamps[e.index] = now
+        e.index += 1
+        if e.index > e.nstamps:
+            e.nstamps = e.index
+        self.entries.move_to_end(e.addr)
+
+    def remove(self, e: RecentEntry) -> None:
+        self.entries.pop(e.addr, None)
+
+    def reap(self, time: int, working: RecentEntry, update: bool) -> None:
+        """recent_entry_reap: drop the least recently updated address if
+        its newest stamp is older than `time` (unless it is the one this
+        --update is about to refresh)."""
+        if not self.entries:
+            return
+        oldest = next(iter(self.entries.values()))
+        if oldest is working and update:
+            return
+        if time > oldest.stamps[oldest.index - 1]:
+            self.remove(oldest)
+
+
+def compile_recent(data: RecentData, env: Env) -> MatchFn:
+    """recent_mt for one rule.  The address (source, or destination with
+    --rdest) is masked with the list's mask.  --set adds or refreshes it and
+    is true; --remove is true if it was there; --rcheck/--update are true if
+    it is there with at least --hitcount stamps within --seconds (any stamp
+    when not given) and, with --rttl, the same TTL; --update then records
+    this packet too, --reap drops the oldest address when stale.  `!`
+    inverts (and, as in the kernel, also decides whether --update records).
+    In FORWARD / POSTROUTING (an out interface, no local socket) the TTL is
+    taken as it was before the forwarding decrement."""
+    want = nstamps_mask(data.hit_count)
+    table: RecentTable = env.shared("recent", data.name,
+                                    lambda: RecentTable(data.name, data.mask, want))
+    if want > table.nstamps_max_mask:
+        table.flush()
+        table.nstamps_max_mask = want
+    check_set = data.check_set
+    do_set = bool(check_set & SET)
+    do_remove = bool(check_set & REMOVE)
+    do_check = bool(check_set & (CHECK | UPDATE))
+    do_update = bool(check_set & UPDATE)
+    do_reap = bool(check_set & REAP)
+    use_ttl = bool(check_set & TTL)
+    dest = data.side == DEST
+    invert = data.invert
+    seconds = data.seconds
+    window = (seconds * HZ) & 0xFFFFFFFF
+    hit_count = data.hit_count
+
+    def match(pkt: Packet) -> bool:
+        ret = invert
+        now = jiffies(pkt.time)
+        addr = (pkt.dst if dest else pkt.src) & table.mask
+        ttl = pkt.ttl
+        if pkt.outdev and not pkt.local:
+            ttl = (ttl + 1) & 0xFF
+        e = table.lookup(addr, ttl if use_ttl else 0)
+        if e is None:
+            if not do_set:
+                return ret
+            table.add(addr, ttl, now)
+            return not ret
+        if do_set:
+            ret = not ret
+        elif do_remove:
+            table.remove(e)
+            return not ret
+        elif do_check:
+            time = now - window
+            hits = 0
+            for stamp in e.stamps[:e.nstamps]:
+                if seconds and time > stamp:
+                    continue
+                hits += 1
+                if not hit_count or hits >= hit_count:
+                    ret = not ret
+                    break
+            if do_reap:
+                table.reap(time, e, do_update and ret)
+        if do_set or (do_update and ret):
+            table.update(e, now)
+            e.ttl = ttl
+        return ret
+
+    return match
 
 
 EXTENSIONS = [Recent()]

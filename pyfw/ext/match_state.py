@@ -8,6 +8,7 @@ therefore match_conntrack's ConntrackInfo, so one packet test serves both.
 
 from __future__ import annotations
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.match_conntrack import (
@@ -19,6 +20,7 @@ from pyfw.ext.match_conntrack import (
     STATE_RELATED,
     STATE_UNTRACKED,
     ConntrackInfo,
+    compile_conntrack,
     conntrack_dump,
 )
 from pyfw.ext.types import strncasecmp_eq
@@ -77,6 +79,10 @@ class State(Match):
 
     def print(self, data: ConntrackInfo, ip: RuleIp, numeric: bool) -> str:
         return conntrack_dump(data, "", numeric)
+
+    def compile(self, data: ConntrackInfo, env: Env) -> MatchFn:
+        """The kernel runs conntrack_mt for `-m state` too."""
+        return compile_conntrack(data)
 
 
 EXTENSIONS = [State()]

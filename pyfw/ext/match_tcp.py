@@ -10,10 +10,15 @@ for IPPROTO_TCP, so the core refuses it without `-p tcp`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, Hotdrop, MatchFn
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp, fail
 from pyfw.ext.types import parse_port, port_to_service, strtoul
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 # struct xt_tcp invflags (XT_TCP_INV_*).
 INV_SRCPT = 0x01
@@ -206,6 +211,86 @@ class Tcp(Match):
         if data.invflags & ~INV_MASK:
             out += f" Unknown invflags: 0x{data.invflags & ~INV_MASK:X}"
         return out
+
+    def compile(self, data: TcpData, env: Env) -> MatchFn:
+        """tcp_mt: see compile_tcp."""
+        return compile_tcp(data)
+
+
+IP_OFFMASK = 0x1FFF
+
+
+def tcp_find_option(d: bytearray, start: int, optlen: int, end: int, option: int,
+                    invert: bool) -> bool:
+    """tcp_find_option: walk the option bytes d[start:start+optlen] (kind,
+    length pairs; kinds 0 and 1 are one byte).  Options past the end of the
+    packet are a hot drop.  Like the kernel, the length byte of a last
+    option that starts on the final byte is read past the options."""
+    if not optlen:
+        return invert
+    if start + optlen > end:
+        raise Hotdrop()
+    i = 0
+    size = len(d)
+    while i < optlen:
+        kind = d[start + i]
+        if kind == option:
+            return not invert
+        if kind < 2:
+            i += 1
+        else:
+            j = start + i + 1
+            i += (d[j] if j < size else 0) or 1
+    return invert
+
+
+def compile_tcp(data: TcpData) -> MatchFn:
+    """tcp_mt for one rule.  A non-first fragment never matches, and the one
+    at offset 1 (8 bytes in: it could rewrite the flags of the first) is a
+    hot drop; so is a first fragment or packet too short for a 20-byte TCP
+    header, and a data offset below 5 when an option is tested.  Only the
+    low 8 flag bits (byte 13) are compared, as the kernel does."""
+    slo, shi = data.spts
+    dlo, dhi = data.dpts
+    inv = data.invflags
+    sinv = bool(inv & INV_SRCPT)
+    dinv = bool(inv & INV_DSTPT)
+    finv = bool(inv & INV_FLAGS)
+    oinv = bool(inv & INV_OPTION)
+    fmask, fcmp = data.flg_mask, data.flg_cmp
+    option = data.option
+    any_sport = (slo, shi) == (0, 0xFFFF) and not sinv
+    flags_always = fmask == 0 and fcmp == 0 and not finv
+
+    def short(pkt: Packet) -> bool:
+        off = pkt.frag_off & IP_OFFMASK
+        if off <= 1:
+            raise Hotdrop()
+        return False
+
+    if any_sport and flags_always and not option:
+        def match_dport(pkt: Packet) -> bool:
+            if not pkt.l4ok:
+                return short(pkt)
+            return (dlo <= pkt.dport <= dhi) != dinv
+        return match_dport
+
+    def match(pkt: Packet) -> bool:
+        if not pkt.l4ok:
+            return short(pkt)
+        if ((slo <= pkt.sport <= shi) == sinv or (dlo <= pkt.dport <= dhi) == dinv
+                or ((pkt.tcp_flags & fmask) == fcmp) == finv):
+            return False
+        if option:
+            doff = pkt.tcp_doff
+            if doff < 20:
+                raise Hotdrop()
+            d = pkt.data
+            return tcp_find_option(d, pkt.l4 + 20, doff - 20, min(len(d), pkt.tot_len),
+                                   option, oinv)
+        return True
+
+    return match
 
 
 EXTENSIONS = [Tcp()]

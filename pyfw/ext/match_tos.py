@@ -4,9 +4,14 @@ struct xt_tos_match_info).  A symbolic name implies the mask 0x3f."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp
 from pyfw.ext.types import TOS_SYMBOLS
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 
 @dataclass
@@ -54,6 +59,15 @@ class Tos(Match):
         if name is not None:
             return out + " " + name
         return out + f"0x{data.tos_value:02x}/0x{data.tos_mask:02x}"
+
+    def compile(self, data: TosInfo, env: Env) -> MatchFn:
+        """tos_mt: (tos & mask) == value, `!` inverts."""
+        value, mask, invert = data.tos_value, data.tos_mask, data.invert
+
+        def match(pkt: Packet) -> bool:
+            return ((pkt.tos & mask) == value) != invert
+
+        return match
 
 
 EXTENSIONS = [Tos()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pyfw.engine.api import Env, MatchFn
 from pyfw.ext.base import ArgType, Call, Match, Opt, RuleIp, fail
 from pyfw.ext.types import parse_typed
 
@@ -79,6 +80,19 @@ class Ttl(Match):
 
     def print(self, data: TtlData, ip: RuleIp, numeric: bool) -> str:
         return f" TTL match {_PRINT.get(data.mode, '')} {data.ttl}"
+
+    def compile(self, data: TtlData, env: Env) -> MatchFn:
+        """ttl_mt: compare the header's TTL (after the FORWARD decrement)."""
+        ttl, mode = data.ttl, data.mode
+        if mode == EQ:
+            return lambda pkt: pkt.ttl == ttl
+        if mode == NE:
+            return lambda pkt: pkt.ttl != ttl
+        if mode == LT:
+            return lambda pkt: pkt.ttl < ttl
+        if mode == GT:
+            return lambda pkt: pkt.ttl > ttl
+        return lambda pkt: False
 
 
 EXTENSIONS = [Ttl()]

@@ -10,11 +10,16 @@ once-only rule is checked by id.  The kernel match wants `-p udp`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from pyfw.engine.api import Env, Hotdrop, MatchFn
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Match, Opt, RuleIp, fail
 from pyfw.ext.match_tcp import print_ports, save_ports
 from pyfw.ext.types import parse_portrc_gai
+
+if TYPE_CHECKING:
+    from pyfw.engine.packet import Packet
 
 INV_SRCPT = 0x01
 INV_DSTPT = 0x02
@@ -75,6 +80,28 @@ class Udp(Match):
         if data.invflags & ~INV_MASK:
             out += f" Unknown invflags: 0x{data.invflags & ~INV_MASK:X}"
         return out
+
+    def compile(self, data: UdpData, env: Env) -> MatchFn:
+        """udp_mt: see compile_udp."""
+        return compile_udp(data)
+
+
+def compile_udp(data: UdpData) -> MatchFn:
+    """udp_mt (also UDP-Lite): a fragment never matches (no hot drop, unlike
+    tcp); a packet too short for the 8-byte header is a hot drop."""
+    slo, shi = data.spts
+    dlo, dhi = data.dpts
+    sinv = bool(data.invflags & INV_SRCPT)
+    dinv = bool(data.invflags & INV_DSTPT)
+
+    def match(pkt: Packet) -> bool:
+        if not pkt.l4ok:
+            if pkt.frag_off & 0x1FFF:
+                return False
+            raise Hotdrop()
+        return (slo <= pkt.sport <= shi) != sinv and (dlo <= pkt.dport <= dhi) != dinv
+
+    return match
 
 
 EXTENSIONS = [Udp()]

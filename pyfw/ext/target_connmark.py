@@ -11,10 +11,16 @@ iptables accepts up to 32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target, fail
 from pyfw.ext.types import fcheck_excl_id_order
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 # enum XT_CONNMARK_*
 MODE_SET = 0
@@ -154,6 +160,34 @@ class Connmark(Target):
         else:
             text = " ERROR: UNKNOWN CONNMARK MODE"
         return text + self._shift(d, "")
+
+    def compile(self, data: ConnmarkData, env: Env) -> TargetFn:
+        """connmark_tg_shift: set, save or restore with masks and a shift;
+        nothing for a packet without a connection (untracked, INVALID)."""
+        from pyfw.engine.api import XT_CONTINUE
+
+        mode = data.mode
+        ctmark, ctkeep = data.ctmark, ~data.ctmask & _U32
+        ctmask, nfmask, nfkeep = data.ctmask, data.nfmask, ~data.nfmask & _U32
+        bits = data.shift_bits
+        right = data.shift_dir == SHIFT_RIGHT
+
+        def shift(v: int) -> int:
+            return v >> bits if right else (v << bits) & _U32
+
+        def target(pkt: Packet) -> int:
+            ct = pkt.ct
+            if ct is None:
+                return XT_CONTINUE
+            if mode == MODE_SET:
+                ct.mark = shift((ct.mark & ctkeep) ^ ctmark)
+            elif mode == MODE_SAVE:
+                ct.mark = (ct.mark & ctkeep) ^ shift(pkt.mark & nfmask)
+            elif mode == MODE_RESTORE:
+                pkt.mark = (pkt.mark & nfkeep) ^ shift(ct.mark & ctmask)
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [Connmark()]

@@ -13,10 +13,16 @@ and a timeout policy needs a protocol (EINVAL) and an existing policy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.errors import EINVAL, ENOENT_CHAIN, KernelError, ParameterProblem
 from pyfw.ext.base import INV_PROTO, ArgType, Call, CheckContext, Opt, RuleIp, Target
 from pyfw.ext.types import strtoul
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 # XT_CT_* flags
 CT_NOTRACK = 1 << 0
@@ -196,6 +202,9 @@ class CT(Target):
             return " NOTRACK"
         return " CT" + ct_text(data, save=False)
 
+    def compile(self, data: CTData, env: Env) -> TargetFn:
+        return ct_compile(data)
+
 
 def _cut(text: str, limit: int) -> str:
     """strncpy of at most `limit` bytes (the C string is bytes, not chars)."""
@@ -203,6 +212,27 @@ def _cut(text: str, limit: int) -> str:
     if len(raw) <= limit:
         return text
     return raw[:limit].decode(errors="surrogateescape")
+
+
+def ct_compile(data: CTData) -> TargetFn:
+    """xt_ct_target: attach the template (pkt.ct_template, the CTData
+    itself) or mark the packet untracked; a packet that already has
+    conntrack state or a template is left alone, as the kernel does."""
+    from pyfw.engine.api import IP_CT_UNTRACKED, XT_CONTINUE
+
+    notrack = bool(data.flags & CT_NOTRACK)
+
+    def target(pkt: Packet) -> int:
+        if pkt.ct is not None or pkt.notrack or pkt.ct_template is not None:
+            return XT_CONTINUE
+        if notrack:
+            pkt.notrack = True
+            pkt.ctinfo = IP_CT_UNTRACKED
+        else:
+            pkt.ct_template = data
+        return XT_CONTINUE
+
+    return target
 
 
 EXTENSIONS = [CT()]

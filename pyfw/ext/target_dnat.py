@@ -6,8 +6,14 @@ iptables 1.8.9 uses revision 2 when the kernel has it (every kernel since
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyfw.ext.base import Opt
-from pyfw.ext.nat_common import NatTarget, range_opt
+from pyfw.ext.nat_common import NatRange, NatTarget, range_opt
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
 
 
 class Dnat(NatTarget):
@@ -23,5 +29,17 @@ class Dnat(NatTarget):
     save_prefix = "--to-destination "
     print_prefix = "to:"
     compat = False
+
+    def compile(self, data: NatRange, env: Env) -> TargetFn:
+        """xt_dnat_target_v2: bind the new connection's destination."""
+        from pyfw.engine.nat import MANIP_DST
+
+        nat = env.nat()
+
+        def dnat(pkt: Packet) -> int:
+            return int(nat.setup(pkt, data, MANIP_DST))
+
+        return dnat
+
 
 EXTENSIONS = [Dnat()]

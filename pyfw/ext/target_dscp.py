@@ -8,8 +8,14 @@ table only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target, fail
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 DSCP_MAX = 0x3F
 
@@ -66,6 +72,27 @@ class Dscp(Target):
 
     def print(self, data: DscpData, ip: RuleIp, numeric: bool) -> str:
         return f" DSCP set 0x{data.dscp:02x}"
+
+    def compile(self, data: DscpData, env: Env) -> TargetFn:
+        """dscp_tg: the six DSCP bits replaced (ECN kept), checksum updated
+        as ipv4_change_dsfield does; nothing when they already match."""
+        from pyfw.engine.api import XT_CONTINUE
+        from pyfw.ext._csum import change_dsfield
+
+        dscp = data.dscp
+
+        def target(pkt: Packet) -> int:
+            d = pkt.data
+            orig = d[1]
+            if orig >> 2 != dscp:
+                new = (orig & 0x03) | (dscp << 2)
+                check = change_dsfield(d[10] << 8 | d[11], orig, new)
+                d[1] = new
+                d[10], d[11] = check >> 8, check & 0xFF
+                pkt.tos = new
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [Dscp()]

@@ -8,10 +8,15 @@ the level as a number, -L as syslog's first name for it (or numbers with -n).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target
 from pyfw.ext.types import save_string
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
 
 TCPSEQ = 0x01
 TCPOPT = 0x02
@@ -101,6 +106,20 @@ class Log(Target):
         if data.prefix:
             text += f' prefix "{data.prefix}"'
         return text
+
+    def compile(self, data: LogData, env: Env) -> TargetFn:
+        """log_tg: one kernel log line per packet, then the next rule."""
+        from pyfw.engine.api import XT_CONTINUE
+        from pyfw.engine.logtext import format_packet
+
+        prefix, flags = data.prefix, data.logflags
+        log: Any = env.log
+
+        def target(pkt: Packet) -> int:
+            log(format_packet(pkt, prefix, flags))
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [Log()]

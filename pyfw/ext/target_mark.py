@@ -9,9 +9,15 @@ MARK in every table and hook and has no checkentry for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target, fail
 from pyfw.ext.types import fcheck_excl_id_order
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 _OPS = ("set-xmark", "set-mark", "and-mark", "or-mark", "xor-mark")
 # Option ids (O_*), which order the "cannot be used together" search.
@@ -79,6 +85,18 @@ class Mark(Target):
         if data.mask == 0xFFFFFFFF:
             return f" MARK set 0x{data.mark:x}"
         return f" MARK xset 0x{data.mark:x}/0x{data.mask:x}"
+
+    def compile(self, data: MarkData, env: Env) -> TargetFn:
+        """mark_tg: nfmark = (nfmark & ~mask) ^ mark."""
+        from pyfw.engine.api import XT_CONTINUE
+
+        keep, flip = ~data.mask & 0xFFFFFFFF, data.mark
+
+        def target(pkt: Packet) -> int:
+            pkt.mark = (pkt.mark & keep) ^ flip
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [Mark()]

@@ -6,8 +6,14 @@ offset flag but not C, so it saves as /0, as iptables-legacy does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyfw.ext.base import Opt
-from pyfw.ext.nat_common import NatTarget, range_opt
+from pyfw.ext.nat_common import NatRange, NatTarget, range_opt
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
 
 
 class Masquerade(NatTarget):
@@ -22,6 +28,15 @@ class Masquerade(NatTarget):
     save_prefix = "--to-ports "
     print_prefix = "masq ports: "
     skip_colon = True
+
+    def compile(self, data: NatRange, env: Env) -> TargetFn:
+        """masquerade_tg: SNAT to the out interface's address."""
+        nat = env.nat()
+
+        def masquerade(pkt: Packet) -> int:
+            return int(nat.masquerade(pkt, data))
+
+        return masquerade
 
 
 EXTENSIONS = [Masquerade()]

@@ -9,12 +9,17 @@ ones are cut silently).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target, warn
 from pyfw.ext.target_log import truncate_prefix
 from pyfw.ext.types import save_string
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 F_COPY_LEN = 0x1
 DEFAULT_THRESHOLD = 0
@@ -86,6 +91,21 @@ class Nflog(Target):
 
     def print(self, data: NflogData, ip: RuleIp, numeric: bool) -> str:
         return self._text(data, "")
+
+    def compile(self, data: NflogData, env: Env) -> TargetFn:
+        """nflog_tg: hand the packet to the netlink log group (Env.nflog
+        where the engine offers it), then the next rule."""
+        from pyfw.engine.api import XT_CONTINUE
+
+        group, prefix = data.group, data.prefix
+        nflog = getattr(env, "nflog", None)
+
+        def target(pkt: Packet) -> int:
+            if nflog is not None:
+                nflog(group, prefix, pkt)
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [Nflog()]

@@ -10,10 +10,16 @@ becomes 4:65535.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target
 from pyfw.ext.match_limit import ERANGE
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 FLAG_BYPASS = 0x01
 FLAG_CPU_FANOUT = 0x02
@@ -84,6 +90,67 @@ class Nfqueue(Target):
 
     def print(self, data: NfqueueData, ip: RuleIp, numeric: bool) -> str:
         return self._text(data, False)
+
+    def compile(self, data: NfqueueData, env: Env) -> TargetFn:
+        """nfqueue_tg_v3: NF_QUEUE with the queue number in the high bits;
+        a balanced range picks the queue by nfqueue_hash (both directions of
+        a flow land on the same queue), cpu-fanout by the CPU (pyfw runs on
+        one: CPU 0); --queue-bypass adds the bypass flag."""
+        from pyfw.engine.api import NF_QUEUE, NF_QUEUE_SHIFT, NF_VERDICT_FLAG_QUEUE_BYPASS
+
+        first, total = data.queuenum, data.queues_total
+        extra = NF_VERDICT_FLAG_QUEUE_BYPASS if data.flags & FLAG_BYPASS else 0
+        fixed = NF_QUEUE | (first << NF_QUEUE_SHIFT) | extra
+        if total <= 1 or data.flags & FLAG_CPU_FANOUT:
+            return lambda pkt: fixed
+        seed = env.shared("NFQUEUE", "jhash_initval", lambda: [0])
+
+        def target(pkt: Packet) -> int:
+            queue = first + nfqueue_hash(pkt.data, total, seed[0])
+            return NF_QUEUE | (queue << NF_QUEUE_SHIFT) | extra
+
+        return target
+
+
+def _rol32(v: int, n: int) -> int:
+    return ((v << n) | (v >> (32 - n))) & 0xFFFFFFFF
+
+
+def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
+    """The kernel's jhash_3words (Bob Jenkins' lookup3 final mix)."""
+    m = 0xFFFFFFFF
+    iv = (initval + 0xDEADBEEF + (3 << 2)) & m
+    a, b, c = (a + iv) & m, (b + iv) & m, (c + iv) & m
+    c ^= b
+    c = (c - _rol32(b, 14)) & m
+    a ^= c
+    a = (a - _rol32(c, 11)) & m
+    b ^= a
+    b = (b - _rol32(a, 25)) & m
+    c ^= b
+    c = (c - _rol32(b, 16)) & m
+    a ^= c
+    a = (a - _rol32(c, 4)) & m
+    b ^= a
+    b = (b - _rol32(a, 14)) & m
+    c ^= b
+    c = (c - _rol32(b, 24)) & m
+    return c
+
+
+def nfqueue_hash(ip: bytes | bytearray, total: int, initval: int) -> int:
+    """hash_v4 + reciprocal_scale: the offset into the queue range.  The
+    addresses are the raw header words as a little-endian CPU loads them
+    (the kernel's __force u32), the smaller first so that both directions
+    hash alike.  The kernel seeds the hash at random once per boot; pyfw
+    uses the seed kept in Env.shared("NFQUEUE", "jhash_initval") (0)."""
+    s = int.from_bytes(ip[12:16], "little")
+    d = int.from_bytes(ip[16:20], "little")
+    if s < d:
+        h = jhash_3words(s, d, ip[9], initval)
+    else:
+        h = jhash_3words(d, s, ip[9], initval)
+    return (h * total) >> 32
 
 
 EXTENSIONS = [Nfqueue()]

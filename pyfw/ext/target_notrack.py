@@ -9,8 +9,14 @@ different rule from `-j CT --notrack` (the flags differ).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyfw.ext.base import CheckContext, RuleIp, Target
-from pyfw.ext.target_ct import CT_NOTRACK, CT_NOTRACK_ALIAS, CTData, ct_check, ct_save_name
+from pyfw.ext.target_ct import CT_NOTRACK, CT_NOTRACK_ALIAS, CTData, ct_check, ct_compile, ct_save_name
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+
 
 
 class Notrack(Target):
@@ -33,6 +39,10 @@ class Notrack(Target):
 
     def print(self, data: CTData, ip: RuleIp, numeric: bool) -> str:
         return " NOTRACK"
+
+    def compile(self, data: CTData, env: Env) -> TargetFn:
+        """CT --notrack: the packet is untracked."""
+        return ct_compile(data)
 
 
 EXTENSIONS = [Notrack()]

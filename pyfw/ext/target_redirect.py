@@ -6,11 +6,15 @@ final check, as iptables refuses it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import Opt
 from pyfw.ext.nat_common import RANGE_PROTO_OFFSET, NatRange, NatTarget, range_opt
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
 
 
 class Redirect(NatTarget):
@@ -28,6 +32,15 @@ class Redirect(NatTarget):
     def final_check(self, data: NatRange, xflags: set[str], udata: dict[str, Any]) -> None:
         if data.flags & RANGE_PROTO_OFFSET:
             raise ParameterProblem("Shifted portmap ranges not supported with this kernel")
+
+    def compile(self, data: NatRange, env: Env) -> TargetFn:
+        """redirect_tg4: DNAT to this host (127.0.0.1 from OUTPUT)."""
+        nat = env.nat()
+
+        def redirect(pkt: Packet) -> int:
+            return int(nat.redirect(pkt, data))
+
+        return redirect
 
 
 EXTENSIONS = [Redirect()]

@@ -6,8 +6,14 @@ iptables 1.8.9 has only revision 0 for IPv4 (the compat range struct): a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyfw.ext.base import Opt
-from pyfw.ext.nat_common import NatTarget, range_opt
+from pyfw.ext.nat_common import NatRange, NatTarget, range_opt
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
 
 
 class Snat(NatTarget):
@@ -22,6 +28,17 @@ class Snat(NatTarget):
     range_option = "to-source"
     save_prefix = "--to-source "
     print_prefix = "to:"
+
+    def compile(self, data: NatRange, env: Env) -> TargetFn:
+        """xt_snat_target: bind the new connection's source (nf_nat_setup_info)."""
+        from pyfw.engine.nat import MANIP_SRC
+
+        nat = env.nat()
+
+        def snat(pkt: Packet) -> int:
+            return int(nat.setup(pkt, data, MANIP_SRC))
+
+        return snat
 
 
 EXTENSIONS = [Snat()]

@@ -10,10 +10,15 @@ clamping in a rule reachable from PREROUTING or INPUT.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target, fail
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 CLAMP_PMTU = 0xFFFF  # XT_TCPMSS_CLAMP_PMTU
 IPHDR_SIZE = 20      # sizeof(struct iphdr): the largest MSS is 65535 - 20
@@ -76,6 +81,106 @@ class Tcpmss(Target):
         if data.mss == CLAMP_PMTU:
             return " TCPMSS clamp to PMTU"
         return f" TCPMSS set {data.mss}"
+
+    def compile(self, data: TcpmssData, env: Env) -> TargetFn:
+        """tcpmss_tg4: lower the MSS option of the segment (never raise it),
+        or add one to a segment that has none and carries no data; the TCP
+        and IP checksums updated as the kernel does.  A segment too short
+        for its own header, or a path MTU of 40 or less, is dropped."""
+        from pyfw.engine.api import NF_DROP, XT_CONTINUE
+
+        mss = data.mss
+        clamp = mss == CLAMP_PMTU
+        host = env.host
+
+        def target(pkt: Packet) -> int:
+            if pkt.frag_off & 0x1FFF:
+                return XT_CONTINUE
+            if clamp:
+                mtu = min(_route_mtu(host, pkt.outdev), _reverse_mtu(host, pkt.src))
+                if mtu <= IPHDR_SIZE + 20:
+                    return NF_DROP
+                newmss = mtu - IPHDR_SIZE - 20
+            else:
+                newmss = mss
+            return tcpmss_mangle(pkt, newmss)
+
+        return target
+
+
+def _route_mtu(host: Any, dev: str) -> int:
+    """dst_mtu of the packet's route: its out interface's MTU."""
+    if not dev:
+        return 0xFFFFFFFF
+    if dev == "lo":
+        return 65536
+    try:
+        return int(host.mtu(dev))
+    except Exception:
+        return 1500
+
+
+def _reverse_mtu(host: Any, src: int) -> int:
+    """tcpmss_reverse_mtu: the MTU of the route back to the source
+    (65536 through lo for a local source, ~0 without a route)."""
+    try:
+        if hasattr(host, "output_route"):
+            r = host.output_route(src)
+            return _route_mtu(host, r.dev) if r.ok else 0xFFFFFFFF
+        if host.is_local(src):
+            return 65536
+        route = host.route(src)
+    except Exception:
+        return 0xFFFFFFFF
+    if route is None:
+        return 0xFFFFFFFF
+    return _route_mtu(host, route.dev)
+
+
+def tcpmss_mangle(pkt: Packet, newmss: int) -> int:
+    """tcpmss_mangle_packet + the IP length update (verdict returned)."""
+    from pyfw.engine.api import NF_DROP, XT_CONTINUE
+    from pyfw.ext._csum import csum_replace2, proto_csum_replace
+
+    d = pkt.data
+    th = pkt.ihl
+    length = len(d) - th
+    if length < 20:
+        return NF_DROP
+    hlen = (d[th + 12] >> 4) * 4
+    if length < hlen or hlen < 20:
+        return NF_DROP
+    check = d[th + 16] << 8 | d[th + 17]
+    i = 20
+    while i <= hlen - 4:
+        o = th + i
+        if d[o] == 2 and d[o + 1] == 4:
+            old = d[o + 2] << 8 | d[o + 3]
+            if old <= newmss:
+                return XT_CONTINUE
+            d[o + 2], d[o + 3] = newmss >> 8, newmss & 0xFF
+            check = proto_csum_replace(check, (old,), (newmss,))
+            d[th + 16], d[th + 17] = check >> 8, check & 0xFF
+            return XT_CONTINUE
+        i += 1 if d[o] <= 1 or d[o + 1] == 0 else d[o + 1]
+    if length > hlen or hlen >= 60:
+        return XT_CONTINUE
+    newmss = min(newmss, 536)
+    opt = bytes((2, 4, newmss >> 8, newmss & 0xFF))
+    d[th + 20:th + 20] = opt
+    check = proto_csum_replace(check, (length,), (length + 4,))
+    check = proto_csum_replace(check, (0, 0), (0x0204, newmss))
+    oldword = d[th + 12] << 8 | d[th + 13]
+    d[th + 12] = (d[th + 12] + 0x10) & 0xFF
+    check = proto_csum_replace(check, (oldword,), (d[th + 12] << 8 | d[th + 13],))
+    d[th + 16], d[th + 17] = check >> 8, check & 0xFF
+    tot = d[2] << 8 | d[3]
+    ipcheck = csum_replace2(d[10] << 8 | d[11], tot, (tot + 4) & 0xFFFF)
+    d[2], d[3] = ((tot + 4) >> 8) & 0xFF, (tot + 4) & 0xFF
+    d[10], d[11] = ipcheck >> 8, ipcheck & 0xFF
+    pkt.tot_len = (tot + 4) & 0xFFFF
+    pkt.tcp_doff = hlen + 4
+    return XT_CONTINUE
 
 
 EXTENSIONS = [Tcpmss()]

@@ -9,9 +9,15 @@ The kernel allows TOS in the mangle table only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.ext.base import ArgType, Call, Opt, RuleIp, Target, fail
 from pyfw.ext.types import TOS_SYMBOLS
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 _OPS = ("set-tos", "and-tos", "or-tos", "xor-tos")
 
@@ -86,6 +92,27 @@ class Tos(Target):
         if m == 0:
             return f" TOS xor 0x{v:02x}"
         return f" TOS set 0x{v:02x}/0x{m:02x}"
+
+    def compile(self, data: TosData, env: Env) -> TargetFn:
+        """tos_tg: TOS = (TOS & ~mask) ^ value, the header checksum updated
+        the way ipv4_change_dsfield does it."""
+        from pyfw.engine.api import XT_CONTINUE
+        from pyfw.ext._csum import change_dsfield
+
+        keep, flip = ~data.mask & 0xFF, data.value
+
+        def target(pkt: Packet) -> int:
+            d = pkt.data
+            orig = d[1]
+            new = (orig & keep) ^ flip
+            if new != orig:
+                check = change_dsfield(d[10] << 8 | d[11], orig, new)
+                d[1] = new
+                d[10], d[11] = check >> 8, check & 0xFF
+                pkt.tos = new
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [Tos()]

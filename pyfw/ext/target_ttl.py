@@ -7,10 +7,16 @@ increment or decrement by 0, which iptables already refuses (min 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyfw.errors import EINVAL, KernelError
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target, fail
 from pyfw.ext.types import fcheck_excl_id_order
+
+if TYPE_CHECKING:
+    from pyfw.engine.api import Env, TargetFn
+    from pyfw.engine.packet import Packet
+
 
 # enum IPT_TTL_*
 MODE_SET = 0
@@ -66,6 +72,34 @@ class TTL(Target):
 
     def print(self, data: TTLData, ip: RuleIp, numeric: bool) -> str:
         return f" TTL {_PRINT.get(data.mode, '')} {data.ttl}"
+
+    def compile(self, data: TTLData, env: Env) -> TargetFn:
+        """ttl_tg: set, or add/subtract clamped to 0..255; the header
+        checksum updated with csum_replace2 over the TTL/protocol word."""
+        from pyfw.engine.api import XT_CONTINUE
+        from pyfw.ext._csum import csum_replace2
+
+        mode, value = data.mode, data.ttl
+
+        def target(pkt: Packet) -> int:
+            d = pkt.data
+            old = d[8]
+            if mode == MODE_SET:
+                new = value
+            elif mode == MODE_INC:
+                new = min(old + value, 255)
+            elif mode == MODE_DEC:
+                new = max(old - value, 0)
+            else:
+                new = old
+            if new != old:
+                check = csum_replace2(d[10] << 8 | d[11], old << 8, new << 8)
+                d[8] = new
+                d[10], d[11] = check >> 8, check & 0xFF
+                pkt.ttl = new
+            return XT_CONTINUE
+
+        return target
 
 
 EXTENSIONS = [TTL()]

@@ -21,6 +21,7 @@ import gzip
 import io
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import BinaryIO
 
 __all__ = [
     "LINKTYPE_ETHERNET", "Frame", "PcapDirWriter", "PcapError", "PcapReader", "PcapWriter",
-    "read_pcap",
+    "read_frames", "read_pcap",
 ]
 
 Frame = tuple[float, str | None, bytes]
@@ -96,8 +97,8 @@ class PcapReader:
 
     ``with PcapReader(path) as r: for ts, iface, frame in r: ...``
 
-    `source` is a path or a binary file object (read from its current
-    position; `name` names it in errors).  The format is recognised from the
+    `source` is a path, ``"-"`` for standard input, or a binary file object
+    (read from its current position; `name` names it in errors).  The format is recognised from the
     magic; gzip-compressed files are opened transparently.  After
     construction `format` is ``"pcap"`` or ``"pcapng"`` and, for classic
     pcap, `linktype` and `snaplen` are known.
@@ -105,6 +106,9 @@ class PcapReader:
 
     def __init__(self, source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> None:
         self._owned = False
+        if isinstance(source, str) and source == "-":
+            source = sys.stdin.buffer
+            name = name or "<stdin>"
         if isinstance(source, (str, os.PathLike)):
             self.name = name or os.fspath(source)
             try:
@@ -409,6 +413,9 @@ def read_pcap(source: str | os.PathLike[str] | BinaryIO, name: str | None = None
         yield from reader
 
 
+read_frames = read_pcap  # the name pyfw.cli.simulate uses
+
+
 # ---------------------------------------------------------------- writing
 _PCAP_HEADER = struct.Struct("<IHHiIII")
 _REC = struct.Struct("<IIII")
@@ -436,10 +443,14 @@ class PcapWriter:
         self._f.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
 
     def write(self, ts: float, frame: bytes | bytearray | memoryview) -> None:
-        usec = round(ts * 1_000_000)
-        if usec < 0:
-            usec = 0
-        sec, frac = divmod(usec, 1_000_000)
+        if ts < 0:
+            ts = 0.0
+        # Split first: ts - int(ts) is exact, so only one rounding happens.
+        sec = int(ts)
+        frac = round((ts - sec) * 1_000_000)
+        if frac >= 1_000_000:
+            sec += 1
+            frac -= 1_000_000
         wire = len(frame)
         cap = min(wire, self.snaplen)
         f = self._f

@@ -94,8 +94,17 @@ def _not_found(rule: Rule) -> KernelError:
     return KernelError(TEXT_BAD_RULE)
 
 
+def _rule_chain(table: Table, chain: str) -> Chain:
+    """delete_entry's chain lookup (-D and -C): a missing chain fails under
+    TC_DELETE_ENTRY, whose ENOENT text is the "Bad rule" one."""
+    c = table.chains.get(chain)
+    if c is None:
+        raise KernelError(TEXT_BAD_RULE)
+    return c
+
+
 def delete(table: Table, chain: str, rules: list[Rule]) -> None:
-    c = get_chain(table, chain)
+    c = _rule_chain(table, chain)
     failed: Rule | None = None
     for r in rules:
         i = find_rule(c, r)
@@ -115,7 +124,7 @@ def delete_num(table: Table, chain: str, rulenum: int) -> None:
 
 
 def check(table: Table, chain: str, rules: list[Rule]) -> None:
-    c = get_chain(table, chain)
+    c = _rule_chain(table, chain)
     for r in rules:
         if find_rule(c, r) < 0:
             raise _not_found(r)

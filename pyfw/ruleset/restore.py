@@ -260,12 +260,19 @@ def restore(ruleset: Ruleset, text: str, opts: RestoreOptions, program: str = "p
     work = copy.deepcopy(ruleset)
     result = RestoreResult(work)
     items, missing = parse_file(text)
-    for item in items:
-        if isinstance(item, Stray):
-            if opts.table is not None:
-                continue  # iptables skips lines outside the selected table
-            raise LineFailed(item.line.number)
-        _restore_block(work, item, opts, missing, result, program)
+    try:
+        for item in items:
+            if isinstance(item, Stray):
+                if opts.table is not None:
+                    continue  # iptables skips lines outside the selected table
+                raise LineFailed(item.line.number)
+            _restore_block(work, item, opts, missing, result, program)
+    except PyfwError as exc:
+        # iptables-restore has printed the earlier lines' warnings and -v
+        # lines by the time it fails: they ride on the error
+        exc.stdout = result.output  # type: ignore[attr-defined]
+        exc.earlier_warnings = list(result.warnings)  # type: ignore[attr-defined]
+        raise
     return result
 
 
@@ -384,9 +391,14 @@ def _rule_line(work: Ruleset, table_name: str, line: Line, opts: RestoreOptions,
         raise LineError(exc, line.number) from None
     try:
         outcome = execute(work, parsed, src_file=opts.src_file, src_line=line.number)
-    except KernelError:
+    except KernelError as exc:
+        result.output += getattr(exc, "stdout", "")
+        result.warnings += parsed.warnings
         raise LineFailed(line.number) from None
     except ParameterProblem as exc:
+        result.output += getattr(exc, "stdout", "")
+        if not getattr(exc, "warnings", None):
+            result.warnings += parsed.warnings
         raise LineError(exc, line.number) from None
     result.output += outcome.verbose_lines + outcome.output
     result.warnings += outcome.warnings

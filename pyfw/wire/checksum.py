@@ -18,9 +18,7 @@ checksum keeps 0 through NAT (nf_nat_proto's udp_manip_pkt).
 
 from __future__ import annotations
 
-from typing import Union
-
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17

@@ -19,8 +19,9 @@ path and the mangle targets do.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any
 
 from pyfw.wire.checksum import Buffer, checksum, udp_update32, update16, update32, verify
 
@@ -79,7 +80,7 @@ _I = struct.Struct("!I")
 
 
 # ------------------------------------------------------------------ receive
-def validate(data: Buffer, pkttype: int = PACKET_HOST) -> Optional[str]:
+def validate(data: Buffer, pkttype: int = PACKET_HOST) -> str | None:
     """Why ip_rcv_core drops this datagram (a DROP_* reason), or None when
     it goes on to PREROUTING.  `data` starts at the IP header and runs to
     the end of the frame (link-layer padding included).  Never raises."""
@@ -104,7 +105,7 @@ def validate(data: Buffer, pkttype: int = PACKET_HOST) -> Optional[str]:
     return None
 
 
-def rcv_core(buf: bytearray, pkttype: int = PACKET_HOST) -> Optional[str]:
+def rcv_core(buf: bytearray, pkttype: int = PACKET_HOST) -> str | None:
     """`validate`, then trim the link-layer padding past tot_len in place
     (pskb_trim_rcsum) when the datagram is kept."""
     reason = validate(buf, pkttype)
@@ -171,7 +172,7 @@ class Ipv4:
         self.off = off
 
     @classmethod
-    def checked(cls, buf: bytearray, off: int = 0) -> Optional["Ipv4"]:
+    def checked(cls, buf: bytearray, off: int = 0) -> Ipv4 | None:
         if len(buf) - off < HLEN or (buf[off] >> 4) != 4:
             return None
         h = (buf[off] & 0x0F) * 4
@@ -191,6 +192,10 @@ class Ipv4:
     @property
     def tos(self) -> int:
         return self.buf[self.off + TOS]
+
+    @tos.setter
+    def tos(self, value: int) -> None:
+        change_dsfield(self.buf, 0, value, self.off)
 
     @property
     def tot_len(self) -> int:
@@ -222,6 +227,10 @@ class Ipv4:
     def ttl(self) -> int:
         return self.buf[self.off + TTL]
 
+    @ttl.setter
+    def ttl(self, value: int) -> None:
+        set_ttl(self.buf, value, self.off)
+
     @property
     def proto(self) -> int:
         return self.buf[self.off + PROTO]
@@ -234,9 +243,17 @@ class Ipv4:
     def src(self) -> int:
         return int(_I.unpack_from(self.buf, self.off + SRC)[0])
 
+    @src.setter
+    def src(self, value: int) -> None:
+        set_src(self.buf, value, self.off)
+
     @property
     def dst(self) -> int:
         return int(_I.unpack_from(self.buf, self.off + DST)[0])
+
+    @dst.setter
+    def dst(self, value: int) -> None:
+        set_dst(self.buf, value, self.off)
 
     @property
     def options(self) -> bytes:
@@ -249,31 +266,21 @@ class Ipv4:
     def checksum_ok(self) -> bool:
         return verify(self.buf[self.off:self.off + self.ihl])
 
-    # setters
-    @ttl.setter
-    def ttl(self, value: int) -> None:
-        set_ttl(self.buf, value, self.off)
-
-    @tos.setter
-    def tos(self, value: int) -> None:
-        change_dsfield(self.buf, 0, value, self.off)
-
-    @src.setter
-    def src(self, value: int) -> None:
-        set_src(self.buf, value, self.off)
-
-    @dst.setter
-    def dst(self, value: int) -> None:
-        set_dst(self.buf, value, self.off)
-
     def fill_checksum(self) -> None:
         send_check(self.buf, self.off)
 
 
 # ------------------------------------------------------------------ rewrites
-def decrease_ttl(buf: bytearray, off: int = 0) -> int:
+def decrease_ttl(buf: bytearray | Any, off: int = 0) -> int:
     """ip_decrease_ttl: TTL - 1 with the checksum fixed up; returns the new
-    TTL.  The caller checks TTL <= 1 first (ip_forward's too_many_hops)."""
+    TTL.  The caller checks TTL <= 1 first (ip_forward's too_many_hops).
+    `buf` may also be a pyfw.engine.packet.Packet: its `data` is rewritten
+    and its `ttl` field kept in step."""
+    if not isinstance(buf, (bytearray, memoryview)):
+        pkt = buf
+        new_ttl = decrease_ttl(pkt.data, off)
+        pkt.ttl = new_ttl
+        return new_ttl
     ttl = buf[off + TTL]
     new = (ttl - 1) & 0xFF
     proto = buf[off + PROTO]
@@ -415,7 +422,7 @@ class IpOptions:
     is_changed: bool = False
     # Offset (from the IP header) of the octet at fault, for ICMP parameter
     # problem (info = error << 24); None when the options are good.
-    error: Optional[int] = None
+    error: int | None = None
 
 
 def inet_timestamp(now: float) -> int:
@@ -423,9 +430,9 @@ def inet_timestamp(now: float) -> int:
     return int(now * 1000) % 86400000
 
 
-def compile_options(buf: Buffer, off: int = 0, *, spec_dst: Optional[int] = None,
-                    now: Optional[float] = None,
-                    addr_type: Optional[Callable[[int], int]] = None) -> IpOptions:
+def compile_options(buf: Buffer, off: int = 0, *, spec_dst: int | None = None,
+                    now: float | None = None,
+                    addr_type: Callable[[int], int] | None = None) -> IpOptions:
     """Parse and check the options of the header at `off` as
     __ip_options_compile does for a received packet.
 
@@ -446,7 +453,7 @@ def compile_options(buf: Buffer, off: int = 0, *, spec_dst: Optional[int] = None
     midtime = inet_timestamp(now or 0.0)
     p = off + HLEN
     left = opt.optlen
-    pp: Optional[int] = None
+    pp: int | None = None
     while left > 0:
         t = buf[p]
         if t == IPOPT_END:
@@ -519,7 +526,7 @@ def compile_options(buf: Buffer, off: int = 0, *, spec_dst: Optional[int] = None
                     pp = p + 2
                     break
                 flag = buf[p + 3] & 0x0F
-                timeptr: Optional[int] = None
+                timeptr: int | None = None
                 if flag == IPOPT_TS_TSONLY:
                     timeptr = p + ptr - 1
                     opt.ts_needtime = True
@@ -609,3 +616,150 @@ def options_fragment(options: Buffer) -> bytearray:
             out[i:i + olen] = b"\x01" * olen
         i += olen
     return out
+
+
+@dataclass
+class EchoOptions:
+    """The options of a reply (ICMP error, echo reply, RST) as
+    __ip_options_echo derives them from the received packet's: offsets are
+    from the start of the reply's IP header."""
+
+    data: bytearray
+    srr: int = 0
+    rr: int = 0
+    ts: int = 0
+    cipso: int = 0
+    rr_needaddr: bool = False
+    ts_needaddr: bool = False
+    ts_needtime: bool = False
+    is_strictroute: bool = False
+    faddr: int | None = None     # first hop of a reversed source route
+
+
+def options_echo(buf: Buffer, opts: IpOptions, off: int = 0,
+                 addr_type: Callable[[int], int] | None = None) -> EchoOptions | None:
+    """__ip_options_echo: the reply options for the packet at `off` whose
+    options `compile_options` gave `opts` (after its in-place updates).
+    None where the kernel refuses to answer (-EINVAL).  Record route and
+    timestamp are copied with room claimed for the reply's own entry, a
+    source route is reversed, CIPSO copied, everything else dropped."""
+    out = EchoOptions(bytearray())
+    if opts.optlen == 0 or opts.error is not None:
+        return out
+    d = out.data
+    base = off
+    if opts.rr:
+        p = base + opts.rr
+        olen = buf[p + 1]
+        soff = buf[p + 2]
+        out.rr = len(d) + HLEN
+        start = len(d)
+        d += buf[p:p + olen]
+        if opts.rr_needaddr and soff <= olen:
+            if soff + 3 > olen:
+                return None
+            d[start + 2] = soff + 4
+            out.rr_needaddr = True
+    if opts.ts:
+        p = base + opts.ts
+        olen = buf[p + 1]
+        soff = buf[p + 2]
+        out.ts = len(d) + HLEN
+        start = len(d)
+        d += buf[p:p + olen]
+        if soff <= olen:
+            if opts.ts_needaddr:
+                if soff + 3 > olen:
+                    return None
+                out.ts_needaddr = True
+                soff += 4
+            if opts.ts_needtime:
+                if soff + 3 > olen:
+                    return None
+                if (d[start + 3] & 0x0F) != IPOPT_TS_PRESPEC:
+                    out.ts_needtime = True
+                    soff += 4
+                else:
+                    out.ts_needtime = False
+                    if soff + 7 <= olen:
+                        addr = int.from_bytes(d[start + soff - 1:start + soff + 3], "big")
+                        kind = addr_type(addr) if addr_type else RTN_UNICAST
+                        if kind != RTN_UNICAST:
+                            out.ts_needtime = True
+                            soff += 8
+            d[start + 2] = soff & 0xFF
+    if opts.srr:
+        p = base + opts.srr
+        olen = buf[p + 1]
+        soff = buf[p + 2]
+        doff = 0
+        if soff > olen:
+            soff = olen + 1
+        soff -= 4
+        faddr = 0
+        hops = bytearray(olen + 4)
+        if soff > 3:
+            faddr = int.from_bytes(buf[p + soff - 1:p + soff + 3], "big")
+            soff -= 4
+            doff = 4
+            while soff > 3:
+                hops[doff - 1:doff + 3] = buf[p + soff - 1:p + soff + 3]
+                soff -= 4
+                doff += 4
+            # RFC 1812: drop a last hop that is the packet's own source
+            if bytes(buf[base + SRC:base + SRC + 4]) == bytes(buf[p + soff + 3:p + soff + 7]):
+                doff -= 4
+        if doff > 3:
+            out.faddr = faddr
+            start = len(d)
+            d += hops[:doff + 3]
+            d[start] = buf[p]
+            d[start + 1] = doff + 3
+            d[start + 2] = 4
+            out.srr = start + HLEN
+            out.is_strictroute = opts.is_strictroute
+    if opts.cipso:
+        p = base + opts.cipso
+        olen = buf[p + 1]
+        out.cipso = len(d) + HLEN
+        d += buf[p:p + olen]
+    while len(d) & 3:
+        d.append(IPOPT_END)
+    return out
+
+
+def options_build(echo: EchoOptions, daddr: int, saddr: int, now: float = 0.0) -> bytes:
+    """ip_options_build: the option bytes of the reply, with the final
+    destination put in a source route's last slot, the reply's source in
+    the claimed record-route/timestamp slots and the time in the timestamp
+    (milliseconds since midnight UTC of `now`)."""
+    d = bytearray(echo.data)
+    if not d:
+        return b""
+
+    def put(pos: int, value: int) -> None:
+        i = pos - HLEN
+        if 0 <= i and i + 4 <= len(d):
+            d[i:i + 4] = value.to_bytes(4, "big")
+
+    if echo.srr:
+        put(echo.srr + d[echo.srr - HLEN + 1] - 4, daddr)
+    if echo.rr_needaddr:
+        put(echo.rr + d[echo.rr - HLEN + 2] - 5, saddr)
+    if echo.ts_needaddr:
+        put(echo.ts + d[echo.ts - HLEN + 2] - 9, saddr)
+    if echo.ts_needtime:
+        put(echo.ts + d[echo.ts - HLEN + 2] - 5, inet_timestamp(now))
+    return bytes(d)
+
+
+def reply_options(received: Buffer, opts: IpOptions, saddr: int, now: float = 0.0,
+                  off: int = 0) -> tuple[bytes, int | None] | None:
+    """The options a reply to `received` carries and the address it goes
+    to when a source route is reversed (else None); None altogether where
+    the kernel sends no reply.  `saddr` is the reply's source."""
+    echo = options_echo(received, opts, off)
+    if echo is None:
+        return None
+    daddr = int(_I.unpack_from(received, off + SRC)[0])
+    return options_build(echo, daddr, saddr, now), echo.faddr

@@ -49,6 +49,14 @@ class Conn:
     id: int = 0
     created_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # added by the tracker: which directions `zone` applies to (bit 0
+    # original, bit 1 reply; 3 both, as nf_conntrack_zone.dir), the acct
+    # counters [orig packets, orig bytes, reply packets, reply bytes] when
+    # nf_conntrack_acct is on, and the confirm time when
+    # nf_conntrack_timestamp is on
+    zone_dir: int = 3
+    acct: list[int] | None = None
+    tstamp_start: float | None = None
 
     def remaining(self, now: float) -> int:
         """Seconds left, as conntrack -L and --ctexpire show them."""
