@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_RULESET = 1
@@ -16,7 +16,7 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with a clear message
+    def error(self, message: str) -> NoReturn:  # exit 2 with a clear message
         self.print_usage(sys.stderr)
         sys.stderr.write(f"pyfw simulate: {message}\n")
         raise SystemExit(EXIT_USAGE)

@@ -51,7 +51,7 @@ class Outcome:
     frame: bytes
     iface: str
     result: Result
-    firewall: "Firewall"
+    firewall: Firewall
 
     @property
     def verdict(self) -> str | None:

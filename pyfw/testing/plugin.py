@@ -100,5 +100,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _lines, pct = coverage_report()
     if pct < threshold:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"FAIL Required rule coverage of {threshold}% not reached. Total coverage: {pct:.2f}%")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAIL Required rule coverage of {threshold}% not reached. "
+                                f"Total coverage: {pct:.2f}%")
