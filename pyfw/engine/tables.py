@@ -43,6 +43,95 @@ class CompiledChain:
     rules: list[CompiledRule]
     policy: int | None          # verdict for built-in chains
     counters: Counters | None   # policy counters
+    index: ChainIndex | None = None
+
+    def select(self, pkt: Packet) -> list[CompiledRule]:
+        """The rules that can match `pkt`, in order (all of them when the
+        chain is short enough for a plain scan)."""
+        index = self.index
+        return self.rules if index is None else index.candidates(pkt)
+
+
+INDEX_MIN_RULES = 48
+_MASKS = [0] + [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(1, 33)]
+
+
+class ChainIndex:
+    """Tuple space search over a chain: rules are grouped by which header
+    fields they pin exactly (protocol, destination port, source and
+    destination prefixes, in-interface) and, per group, hashed by those
+    values.  A packet looks up each group once; the union of the hits, in
+    rule order, is all that can match -- the others pin some field to a
+    value the packet does not have.  First-match order and every counter
+    stay exact because the walk still tests each candidate in order."""
+
+    def __init__(self, rules: list[CompiledRule]) -> None:
+        groups: dict[tuple[bool, bool, int, int, bool], dict[tuple[Any, ...], list[int]]] = {}
+        for pos, cr in enumerate(rules):
+            sig, keys = _rule_keys(cr.rule)
+            table = groups.setdefault(sig, {})
+            for key in keys:
+                table.setdefault(key, []).append(pos)
+        self.rules = rules
+        # wider groups first is irrelevant for correctness; keep a stable order
+        self.groups = [(sig, _MASKS[sig[2]], _MASKS[sig[3]], tbl) for sig, tbl in groups.items()]
+        self._all_wild = groups.get((False, False, 0, 0, False), {}).get((), [])
+
+    def candidates(self, pkt: Packet) -> list[CompiledRule]:
+        hits: list[int] = []
+        proto, dport, src, dst, indev = pkt.proto, pkt.dport, pkt.src, pkt.dst, pkt.indev
+        for (p, d, _sl, _dl, i), smask, dmask, tbl in self.groups:
+            key = (proto if p else None, dport if d else None, src & smask, dst & dmask, indev if i else None)
+            found = tbl.get(key)
+            if found:
+                hits.extend(found)
+        rules = self.rules
+        if len(self.groups) > 1:
+            hits = sorted(set(hits))
+        return [rules[k] for k in hits]
+
+
+def _rule_keys(rule: Rule) -> tuple[tuple[bool, bool, int, int, bool], list[tuple[Any, ...]]]:
+    """The fields a rule pins exactly, and the key(s) it is found under."""
+    inv = rule.invflags
+    proto = rule.proto if rule.proto and not inv & INV_PROTO else None
+    ports: list[int | None] = [None]
+    if proto is not None:
+        for m in rule.matches:
+            found = _dest_ports(m.name, m.data)
+            if found is not None:
+                ports = list(found)
+                break
+    splen = _plen(rule.smsk) if rule.smsk and not inv & INV_SRCIP else 0
+    dplen = _plen(rule.dmsk) if rule.dmsk and not inv & INV_DSTIP else 0
+    src = rule.src & _MASKS[splen]
+    dst = rule.dst & _MASKS[dplen]
+    indev = rule.iniface if rule.iniface and not rule.iniface.endswith("+") and not inv & INV_VIA_IN else None
+    sig = (proto is not None, ports[0] is not None, splen, dplen, indev is not None)
+    keys = [(proto, port, src, dst, indev) for port in ports]
+    return sig, keys
+
+
+def _plen(mask: int) -> int:
+    """The prefix length of a contiguous mask; 0 (not indexed) otherwise."""
+    for n in range(32, -1, -1):
+        if _MASKS[n] == mask:
+            return n
+    return 0
+
+
+def _dest_ports(name: str, data: Any) -> list[int] | None:
+    """Single destination ports a tcp/udp/multiport match requires."""
+    if name in ("tcp", "udp"):
+        lo, hi = data.dpts
+        if lo == hi and not data.invflags & 0x02:
+            return [lo]
+        return None
+    if name == "multiport" and getattr(data, "flags", None) == 1 and not data.invert:
+        if any(data.pflags[: data.count]):
+            return None
+        return list(data.ports[: data.count])
+    return None
 
 
 @dataclass
@@ -164,7 +253,8 @@ def compile_table(table: Table, env: Env) -> CompiledTable:
 def compile_chain(chain: Chain, env: Env) -> CompiledChain:
     rules = [compile_rule(r, i, env) for i, r in enumerate(chain.rules, 1)]
     policy = _VERDICTS[chain.policy] if chain.policy else None
-    return CompiledChain(chain.name, rules, policy, chain.counters if chain.builtin else None)
+    index = ChainIndex(rules) if len(rules) >= INDEX_MIN_RULES else None
+    return CompiledChain(chain.name, rules, policy, chain.counters if chain.builtin else None, index)
 
 
 def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
@@ -172,9 +262,9 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
     """Walk a built-in chain; return the verdict (NF_* with queue bits)."""
     chains = table.chains
     chain = base = chains[chain_name]
-    rules = chain.rules
+    rules = base_rules = chain.select(pkt)
     i = 0
-    stack: list[tuple[CompiledChain, int]] = []
+    stack: list[tuple[CompiledChain, list[CompiledRule], int]] = []
     length = pkt.tot_len
     while True:
         if i >= len(rules):
@@ -189,10 +279,9 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
             # end of a user chain: back to the caller; after a goto from
             # the built-in chain there is none, and its policy decides
             if not stack:
-                chain, rules, i = base, base.rules, len(base.rules)
+                chain, rules, i = base, base_rules, len(base_rules)
                 continue
-            chain, i = stack.pop()
-            rules = chain.rules
+            chain, rules, i = stack.pop()
             continue
         cr = rules[i]
         i += 1
@@ -221,12 +310,11 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
         if kind == A_RETURN:
             if not stack:
                 # RETURN with nothing to return to: the built-in's policy
-                chain, rules, i = base, base.rules, len(base.rules)
+                chain, rules, i = base, base_rules, len(base_rules)
                 continue
-            chain, i = stack.pop()
-            rules = chain.rules
+            chain, rules, i = stack.pop()
             continue
         target = chains[cr.arg]
         if kind == A_JUMP:
-            stack.append((chain, i))
-        chain, rules, i = target, target.rules, 0
+            stack.append((chain, rules, i))
+        chain, rules, i = target, target.select(pkt), 0

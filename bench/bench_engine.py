@@ -1,0 +1,173 @@
+"""Engine speed (in process, no pcap I/O): new flows through 10 and 10,000
+rules, established flows through a 1,000-rule gateway ruleset; and pyfw
+simulate on a large pcap end to end.  Medians of several runs.
+
+    .venv/bin/python bench/bench_engine.py [--runs 5] [--sim-frames 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from gen_ruleset import generate  # noqa: E402
+
+from pyfw.engine.engine import Engine  # noqa: E402
+from pyfw.engine.host import parse_host  # noqa: E402
+from pyfw.ruleset.model import Ruleset  # noqa: E402
+from pyfw.ruleset.restore import RestoreOptions, restore  # noqa: E402
+from pyfw.wire.checksum import checksum, l4_checksum  # noqa: E402
+
+HOST = """
+[host]
+name = "bench"
+[[interface]]
+name = "eth0"
+mac = "02:00:00:00:00:01"
+addresses = ["192.168.1.1/24"]
+[[interface]]
+name = "eth1"
+mac = "02:00:00:00:00:02"
+addresses = ["203.0.113.1/24"]
+[[route]]
+to = "default"
+via = "203.0.113.254"
+dev = "eth1"
+[[neighbor]]
+ip = "203.0.113.254"
+mac = "02:00:00:00:00:fe"
+dev = "eth1"
+[sysctl]
+"net.ipv4.ip_forward" = 1
+"net.netfilter.nf_conntrack_tcp_be_liberal" = 0
+"""
+
+GW = bytes.fromhex("020000000001")
+WAN_GW = bytes.fromhex("020000000002")
+
+
+def frame(dst_mac: bytes, src: int, dst: int, proto: int, sport: int, dport: int, flags: int = 0x02,
+          seq: int = 1, ack: int = 0) -> bytes:
+    if proto == 17:
+        l4 = struct.pack("!HHHH", sport, dport, 8 + 16, 0) + b"x" * 16
+        c = l4_checksum(src, dst, 17, l4)
+        l4 = l4[:6] + struct.pack("!H", c) + l4[8:]
+    else:
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 65535, 0, 0)
+        c = l4_checksum(src, dst, 6, l4)
+        l4 = l4[:16] + struct.pack("!H", c) + l4[18:]
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0,
+                      src.to_bytes(4, "big"), dst.to_bytes(4, "big"))
+    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
+    return dst_mac + b"\x02\x00\x00\x00\x00\x05\x08\x00" + hdr + l4
+
+
+def gateway_ruleset(n: int, seed: int = 1) -> str:
+    """n filler FORWARD rules the packets miss, then a gateway's rules."""
+    body = generate(n, seed=seed).splitlines()
+    # keep only the filter filler rules, aimed at addresses the flows do not use
+    filler = [line for line in body if line.startswith("-A FORWARD") and " -j chain_" not in line][:n]
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
+             "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+    lines += filler
+    lines += ["-A FORWARD -i eth0 -o eth1 -s 192.168.1.0/24 -j ACCEPT", "COMMIT",
+              "*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+              ":POSTROUTING ACCEPT [0:0]", "-A POSTROUTING -s 192.168.1.0/24 -o eth1 -j MASQUERADE", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def new_flow_rate(rules: int, packets: int) -> float:
+    rs = restore(Ruleset(), gateway_ruleset(rules), RestoreOptions()).ruleset
+    eng = Engine(rs, parse_host(HOST, "bench.toml"))
+    rng = random.Random(5)
+    frames = [frame(GW, 0xC0A80100 + rng.randrange(2, 250), 0x08000000 + rng.randrange(1 << 20), 6,
+                    rng.randrange(1024, 65535), rng.randrange(1, 65535)) for _ in range(packets)]
+    gc.disable()
+    t = time.perf_counter()
+    now = 1.0
+    for f in frames:
+        now += 1e-6
+        eng.receive(f, "eth0", now)
+    dt = time.perf_counter() - t
+    gc.enable()
+    return packets / dt
+
+
+def established_rate(rules: int, packets: int, flows: int = 200) -> float:
+    rs = restore(Ruleset(), gateway_ruleset(rules), RestoreOptions()).ruleset
+    eng = Engine(rs, parse_host(HOST, "bench.toml"))
+    now = 1.0
+    fl = []
+    for i in range(flows):
+        src, dst, sport, dport = 0xC0A80100 + 2 + i % 200, 0x08080808, 30000 + i, 80
+        eng.receive(frame(GW, src, dst, 6, sport, dport, 0x02, seq=1000), "eth0", now)
+        now += 1e-6
+        eng.receive(frame(WAN_GW, dst, 0xCB007101, 6, dport, sport, 0x12, seq=5000, ack=1001), "eth1", now)
+        now += 1e-6
+        fl.append((src, dst, sport, dport))
+    # then data segments in both directions with advancing sequence numbers
+    seq = {k: 1001 for k in range(flows)}
+    frames = []
+    for n in range(packets):
+        k = n % flows
+        src, dst, sport, dport = fl[k]
+        frames.append(frame(GW, src, dst, 6, sport, dport, 0x10, seq=seq[k], ack=5001))
+    gc.disable()
+    t = time.perf_counter()
+    for f in frames:
+        now += 1e-6
+        eng.receive(f, "eth0", now)
+    dt = time.perf_counter() - t
+    gc.enable()
+    return packets / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--packets", type=int, default=20000)
+    ap.add_argument("--sim-frames", type=int, default=200000)
+    a = ap.parse_args()
+    print(f"median of {a.runs} runs, {a.packets} packets each")
+    r10 = statistics.median(new_flow_rate(10, a.packets) for _ in range(a.runs))
+    r10k = statistics.median(new_flow_rate(10000, a.packets) for _ in range(a.runs))
+    print(f"new flows, 10 rules:        {r10:10.0f} packets/s  ({1e6 / r10:6.1f} us/packet)")
+    print(f"new flows, 10,000 rules:    {r10k:10.0f} packets/s  ({1e6 / r10k:6.1f} us/packet)  "
+          f"cost ratio 10k/10: {r10 / r10k:4.2f}  (targets: >= 50,000/s, ratio <= 3)")
+    est = statistics.median(established_rate(1000, a.packets) for _ in range(a.runs))
+    print(f"established TCP, 1,000 rules: {est:8.0f} packets/s  (target >= 300,000/s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        pcap = Path(tmp) / "big.pcap"
+        subprocess.run([sys.executable, str(HERE / "gen_pcap.py"), str(pcap), "--frames", str(a.sim_frames)],
+                       check=True)
+        rules = Path(tmp) / "gw.rules"
+        rules.write_text(gateway_ruleset(10))
+        host = Path(tmp) / "gw.toml"
+        host.write_text(HOST)
+        times = []
+        peak = 0
+        for _ in range(max(1, a.runs // 2)):
+            t = time.perf_counter()
+            p = subprocess.run(["/usr/bin/time", "-f", "%M", str(Path(sys.executable).parent / "pyfw"), "simulate",
+                                "--ruleset", str(rules), "--host", str(host), "--pcap", str(pcap), "--iface", "eth0",
+                                "--out-dir", str(Path(tmp) / "out")], capture_output=True, text=True)
+            times.append(time.perf_counter() - t)
+            peak = max(peak, int(p.stderr.strip().splitlines()[-1]))
+        dt = statistics.median(times)
+        print(f"simulate {a.sim_frames} frames: {a.sim_frames / dt:10.0f} frames/s end to end, "
+              f"peak {peak / 1024:.0f} MB  (targets: >= 150,000/s, < 500 MB)")
+
+
+if __name__ == "__main__":
+    main()
