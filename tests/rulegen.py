@@ -13,8 +13,8 @@ addresses, conflicting or repeated options, missing arguments).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 TABLES: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -42,7 +42,7 @@ MATCHES = ("tcp", "udp", "icmp", "multiport", "conntrack", "state", "mark", "con
 TARGETS = ("ACCEPT", "DROP", "RETURN", "REJECT", "LOG", "NFLOG", "DNAT", "SNAT", "MASQUERADE",
            "REDIRECT", "MARK", "CONNMARK", "NOTRACK", "CT", "TRACE", "NFQUEUE", "TCPMSS", "DSCP",
            "TOS", "TTL")
-FEATURES = ("base", "chain", "cmd")
+FEATURES = ("base", "chain", "cmd", "quirk")
 SUBJECTS = tuple(f"m:{m}" for m in MATCHES) + tuple(f"j:{t}" for t in TARGETS) + FEATURES
 
 
@@ -160,8 +160,10 @@ class Gen:
         return f"{n}/{unit}"
 
     def text(self, maxlen: int) -> str:
-        words = ("hello", "ssh in", "allow", "block-all", "x", "web_v2", "drop:me",
-                 "a.b.c", "LOG ", "UPPER", "9", "tab.", "[pfx]")
+        words: tuple[str, ...] = ("hello", "ssh in", "allow", "block-all", "x", "web_v2", "drop:me",
+                                  "a.b.c", "LOG ", "UPPER", "9", "tab.", "[pfx]")
+        if self.p(0.15):  # what save has to quote or escape
+            words += ('say "hi"', "back\\slash", "it's", "$HOME", "tab\there", "naïve", "#hash", "a=b")
         s = ""
         while len(s) < self.r.randint(1, maxlen):
             s += self.r.choice(words)
@@ -216,7 +218,7 @@ class Gen:
         return Frag(w + self.neg() + ["--icmp-type", t], proto="icmp")
 
     def m_multiport(self) -> Frag:
-        items = []
+        items: list[str] = []
         budget = 15
         while budget > 0 and (not items or self.p(0.6)):
             if self.p(0.3) and budget >= 2:
@@ -1023,7 +1025,8 @@ class RuleGen:
         if g.p(0.04):
             loose += g.neg(0.3) + [g.pick("-f", "--fragment")]
         if g.p(0.1):
-            loose += [g.pick("-c", "--set-counters"), str(self.r.randint(0, 10**9)), str(self.r.randint(0, 10**12))]
+            top = self.r.choice((10**5, 10**9, 10**12, 10**16))
+            loose += [g.pick("-c", "--set-counters"), str(self.r.randint(0, top)), str(self.r.randint(0, top * 1000))]
         return head, loose
 
     def _assemble(self, table: str, chain: str, head: list[str], loose: list[str],
@@ -1193,12 +1196,16 @@ class RuleGen:
             (["!", "-s", "1.1.1.1,2.2.2.2"], "neg-list"), (["-c", "x", "y"], "badcounter"),
             (["-c", "1"], "missing-arg"), (["-c", "-1", "2"], "badcounter"),
             (["-c", "18446744073709551616", "1"], "range"), (["!", "!", "-s", "1.2.3.4"], "neg2"),
+            (["-c", "18446744073709551615", "99999999999999999"], "max-counter"),
+            (["-c", "0x10", "7"], "hex-counter"), (["-c", "5abc", "6"], "trailing-junk"),
+            (["-c", "+3", "4"], "plus"), (["-c", " 9", "1"], "space"), (["-c", "", "1"], "empty"),
             (["-m", "nosuchmatch"], "nomatch"), (["-m", "tpc"], "typo"), (["--foo"], "unknown"),
             (["-Y"], "unknown-short"), (["-f", "-f"], "dup"), (["-s"], "missing-arg"),
             (["-i", "eth0+x"], "iface"), (["-i", ""], "empty-iface"), (["-p", ""], "empty-proto"),
             (["-p", "icmp", "--dport", "1"], "wrongproto"), (["!", "-p", "tcp", "--dport", "1"], "negproto"),
             (["-p", "all", "--sport", "1"], "proto-all"), (["-s", "1.2.3.4", "!"], "trailing-neg"),
-            (["--src", "1.2.3.4", "--source", "5.6.7.8"], "dup"), (["-p", "tcp", "-m", "tcp", "-m", "tcp"], "dup-match"),
+            (["--src", "1.2.3.4", "--source", "5.6.7.8"], "dup"),
+            (["-p", "tcp", "-m", "tcp", "-m", "tcp"], "dup-match"),
             (["-4"], "ipv4-flag"), (["-6"], "ipv6-flag"), (["-p", "-1"], "badproto"),
             (["-s", "1.2.3.4/24", "-s", "5.6.7.8"], "dup"), (["--protocol=tcp"], "equals"),
         ]
@@ -1278,6 +1285,43 @@ class RuleGen:
         return Case(argv, table, chain, "cmd", "bad" if note not in ("long-ok", "abbrev", "glued", "verbose",
                                                                     "wait") else "good", note)
 
+    def _quirk_case(self) -> Case:
+        """Odd but meaningful spellings: getopt's `--opt=value` and unique
+        prefixes, intrapositioned `!`, repeated matches, odd protocol and
+        interface names, options after the target."""
+        g = self.g
+        table = self.r.choice(list(TABLES))
+        chain = self.r.choice(TABLES[table])
+        words, note = self.r.choice([
+            (["-p", "tcp", "--dport=22"], "equals"), (["-p", "tcp", "--dpor", "22"], "prefix"),
+            (["-p", "tcp", "--d", "22"], "ambiguous-prefix"), (["-p", "tcp", "--sport", "!", "22"], "intra-neg"),
+            (["-p", "tcp", "!", "--syn"], "neg-syn"), (["-p", "tcp", "--syn", "!"], "trailing-neg"),
+            (["-p", "tcp", "-m", "tcp", "--dport", "1", "-m", "tcp", "--sport", "2"], "match-twice"),
+            (["-p", "udp", "-m", "tcp", "--dport", "1"], "proto-mismatch"),
+            (["-m", "state", "--state", "NEW", "-m", "conntrack", "--ctstate", "NEW"], "state+conntrack"),
+            (["-p", g.pick("gre", "esp", "ah", "ipv6", "icmpv6", "255", "ALL", "Tcp", "ipip", "0x6")], "proto-name"),
+            (["-i", g.pick("eth0:1", "a.b", "et+h", "eth0+", "x" * 15, "x" * 16, "-", "!", "eth\\0")], "iface-name"),
+            (["-o", g.pick("wg0", "+", "lo+", "veth-" + "a" * 10)], "oface-name"),
+            (["-s", g.pick("10.0.0.1/8", "10.0.0.0/255.255.255.0", "10.0.0.0/0.0.0.255", "0.0.0.0/32",
+                           "255.255.255.255/1", "10.1.2.3/32,10.1.2.3", "1.2.3.4, 5.6.7.8", "10.1.2")],
+             "address-forms"),
+            (["-m", "mark", "--mark", "0xffffffff/0xffffffff", "-m", "connmark", "!", "--mark", "0/0"],
+             "mark-edges"),
+            (["-m", "multiport", "-p", "tcp", "--dports", "1"], "match-before-proto"),
+            (["-m", "comment", "--comment", "a", "-m", "comment", "--comment", "b"], "comment-twice"),
+            (["-p", "icmp", "--icmp-type", g.pick("any", "0", "255", "255/255", "echo-request", "8/0")],
+             "icmp-edges"),
+            (["--protocol", "tcp", "--source-port", "1:1", "--destination-port", "0:65535"], "port-edges"),
+            (["-m", "limit", "--limit", g.pick("1/sec", "10000/sec", "1/day", "1/d", "86400/d", "3/h")],
+             "limit-edges"),
+        ])
+        t = self.r.choice((["-j", "ACCEPT"], ["-j", "LOG", "--log-prefix", self.g.text(29)], ["-j", "RETURN"], []))
+        if self.g.p(0.2) and t:
+            body = t + words  # options after the target
+        else:
+            body = words + t
+        return Case(self._assemble(table, chain, [], [], body), table, chain, "quirk", "good", note)
+
     # ---- the stream -----------------------------------------------------
     def setup_cases(self) -> list[Case]:
         """-N for every user chain (one of them twice: "Chain already exists")."""
@@ -1301,6 +1345,8 @@ class RuleGen:
             return self._chain_case(bad)
         if subject == "cmd":
             return self._cmd_case()
+        if subject == "quirk":
+            return self._quirk_case()
         for _ in range(20):
             good = self._good_rule(subject)
             if good is not None:

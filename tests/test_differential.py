@@ -5,7 +5,7 @@ supported match and target, all four tables, user chains, -g, negations,
 address lists, interfaces with +, -f, -c) go to iptables-legacy 1.8.9 in a
 fresh network namespace and to pyfw on one ruleset file.  Each must end the
 same way: exit status, stdout and stderr (program name aside).  Afterwards
-the listings (-S, -L -n -v -x, -L --line-numbers, save -c) must agree; the
+the listings (-S [-v], -L [-n] [-v] [-x], --line-numbers, save [-c]) must agree; the
 accepted rules, written as a save file, must restore the same way on both
 sides; refused rules inside a restore file must fail the same way; and
 edits on the generated state (-C, -D by spec and number, -I N, -R, -Z,
@@ -22,21 +22,21 @@ import os
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 import rulegen
 from oracle import IPTABLES, Netns, NetnsError, Proc, requires_root_netns, skip_unless_root_netns
-from pyfw.cli.main import run
 from rulegen import TABLES, USER_CHAINS, Case
+
+from pyfw.cli.main import run
 
 pytestmark = [pytest.mark.root, requires_root_netns, pytest.mark.usefixtures("no_network")]
 
 SEED = int(os.environ.get("PYFW_DIFF_SEED", "20240917"))
-COUNT = int(os.environ.get("PYFW_DIFF_COUNT", "600"))
+COUNT = int(os.environ.get("PYFW_DIFF_COUNT", "800"))
 MAX_SHOWN = 25
 
 # The program name, not where iptables' messages name it literally ("can't
@@ -207,7 +207,7 @@ def tally(outcomes: list[Outcome]) -> str:
     total: Counter[str] = Counter()
     for row in rows.values():
         total.update(row)
-    cols = ("cases", "good", "bad", "ok", "rc1", "rc2", "DIFF")
+    cols = ("cases", "good", "bad", "ok", "rc1", "rc2", "rc3", "DIFF")
     out = [f"differential: seed {SEED}, {len(outcomes)} commands "
            f"(kernel accepted {total['ok']}, refused {total['cases'] - total['ok']}; "
            f"pyfw disagreed on {total['DIFF']})",
@@ -337,7 +337,7 @@ def compare_after_restore(k: Kernel, p: Pyfw, text: str, label: str, *args: str)
     return problems
 
 
-def test_restore_accepted_rules(commands: Run, tmp_path: Path) -> None:
+def test_restore_accepted_rules(commands: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The accepted rules as one save file, restored into fresh state on both sides."""
     lines: list[tuple[str, list[str]]] = []
     chains: dict[str, list[str]] = defaultdict(list)
@@ -362,11 +362,13 @@ def test_restore_accepted_rules(commands: Run, tmp_path: Path) -> None:
     ksave = commands.kernel.save("-c").out
     with fresh(tmp_path, "from-kernel.rules") as (k, p):
         problems += compare_after_restore(k, p, ksave, "restore of the kernel's save", "-c")
-    print(f"restore: {len(lines)} rules, {sum(len(v) for v in chains.values())} user chains")
+    with capsys.disabled():
+        print(f"\ndifferential restore: {len(lines)} accepted rules, "
+              f"{sum(len(v) for v in chains.values())} user chains; and the kernel's save")
     fail_with("restore of the accepted rules", problems)
 
 
-def test_restore_refused_rules(commands: Run, tmp_path: Path) -> None:
+def test_restore_refused_rules(commands: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Refused command lines inside a restore file fail the same way (line number, message)."""
     rng = random.Random(SEED + 1)
     refused = [o.case for o in commands.outcomes if o.k.rc != 0 and split_argv(o.case.argv) is not None
@@ -394,7 +396,8 @@ def test_restore_refused_rules(commands: Run, tmp_path: Path) -> None:
         # all-or-nothing contract), while legacy has loaded the table it named
         # (an empty table then shows in iptables-save, newest first).
         problems += compare_state(k, p, "after refused restores", full=False, saves=False)
-    print(f"restore refusals: {len(sample)} cases")
+    with capsys.disabled():
+        print(f"\ndifferential restore refusals: {len(sample)} refused rules in restore files")
     fail_with("restore of refused rules", problems)
 
 
@@ -425,7 +428,7 @@ def edit_ops(rng: random.Random, accepted: list[Case], k: Kernel, n: int) -> Ite
         count = _rules(k, table, chain)
         num = str(rng.randint(1, count + 2)) if count else rng.choice(("1", "2"))
         kind = rng.choice(("C", "C", "Cbad", "D", "D", "Dnum", "Dnum", "Inum", "Inum", "R", "Rbad", "Z",
-                           "N", "X", "E", "P", "F", "Lnum", "Snum", "LZ"))
+                           "N", "X", "E", "P", "F", "Lnum", "Snum", "LZ", "Xall", "verbose"))
         if kind == "C":
             yield kind, ["-t", table, "-C", chain, *body]
         elif kind == "Cbad":
@@ -471,11 +474,21 @@ def edit_ops(rng: random.Random, accepted: list[Case], k: Kernel, n: int) -> Ite
             yield kind, ["-t", table, "-L", chain, num, "-n", "-v", "-x", "--line-numbers"]
         elif kind == "Snum":
             yield kind, ["-t", table, "-S", chain, num]
+        elif kind == "Xall":
+            yield kind, ["-t", table, "-X", *rng.choice(([], ["-v"]))]
+        elif kind == "verbose":
+            # one -v only: -vv makes iptables dump libiptc's internal table (offsets, sizes)
+            body = [w for w in body if w not in ("-v", "--verbose")]
+            yield kind, rng.choice((["-t", table, "-F", rng.choice((chain, "nosuch")), "-v"],
+                                    ["-t", table, "-Z", "-v"], ["-t", table, "-D", chain, "-v", *body],
+                                    ["-t", table, "-C", chain, "-v", *body],
+                                    ["-t", table, "-I", chain, num, "-v", *body],
+                                    ["-t", table, "-R", chain, num, "-v", *body]))
         else:
             yield kind, ["-t", table, "-L", chain, "-Z", "-n", "-v", "-x"]
 
 
-def test_edits_agree(commands: Run, tmp_path: Path) -> None:
+def test_edits_agree(commands: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Replay the accepted commands on fresh state, then edit it step by step."""
     rng = random.Random(SEED + 2)
     problems = []
@@ -504,5 +517,7 @@ def test_edits_agree(commands: Run, tmp_path: Path) -> None:
                 if not same(kr, pr):
                     problems.append(describe(" ".join(argv), kr, pr))
         problems += compare_state(k, p, "after teardown", full=False)
-    print("edits: " + ", ".join(f"{kind} {n}" for kind, n in sorted(done.items())))
+    with capsys.disabled():
+        print(f"\ndifferential edits: {len(commands.accepted)} replayed, {sum(done.values())} edits ("
+              + ", ".join(f"{kind} {n}" for kind, n in sorted(done.items())) + ")")
     fail_with("edits", problems)

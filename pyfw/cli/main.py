@@ -171,7 +171,12 @@ def _run_pyfw(argv: list[str]) -> Result:
     if path is None:
         return Result(2, "", f"{prog}: {problem}\n")
     from pyfw.cli import store
-    from pyfw.ruleset.commands import chain_hooks, collect_uses, commit_check_change
+    from pyfw.ruleset.commands import (
+        chain_hooks,
+        collect_uses,
+        commit_check_change,
+        reset_policy_counters,
+    )
     from pyfw.ruleset.execute import execute
 
     outcome = None
@@ -185,6 +190,7 @@ def _run_pyfw(argv: list[str]) -> Result:
             outcome = execute(ruleset, parsed)
             if outcome.changed:
                 commit_check_change(ruleset.tables[parsed.table], hooks_before, outcome.added, live)
+                reset_policy_counters(ruleset.tables[parsed.table], _policy_with_counters(parsed))
             if outcome.changed or set(ruleset.tables) != known:
                 store.save(path, ruleset)
     except store.LockTimeout:
@@ -197,6 +203,15 @@ def _run_pyfw(argv: list[str]) -> Result:
                    else getattr(exc, "stdout", ""))
         return Result(rc, printed, "".join(parsed.warnings) + err)
     return Result(0, outcome.verbose_lines + outcome.output, "".join(outcome.warnings))
+
+
+def _policy_with_counters(parsed) -> str | None:  # type: ignore[no-untyped-def]
+    """The chain whose policy counters this command sets (-P ... -c), if any."""
+    from pyfw.ruleset.argparse import CMD_SET_POLICY, OPT_COUNTERS
+
+    if parsed.command == CMD_SET_POLICY and parsed.options & OPT_COUNTERS:
+        return str(parsed.chain)
+    return None
 
 
 def _checks_tables(parsed) -> bool:  # type: ignore[no-untyped-def]

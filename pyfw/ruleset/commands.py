@@ -219,6 +219,16 @@ def set_policy(table: Table, chain: str, policy: str, counters: tuple[int, int] 
 
 # ---------------------------------------------------------------- commit
 
+def reset_policy_counters(table: Table, keep: str | None = None) -> None:
+    """What a commit does to the built-in chains' policy counters: libiptc
+    loads them as COUNTER_MAP_ZEROED, so the replaced table starts them at
+    zero (plus traffic since the load), except a policy this commit set with
+    counters (`-P CHAIN POLICY -c P B`, a restore's `[P:B]` with -c)."""
+    for name in table.builtin_names():
+        if name != keep:
+            table.chains[name].counters.zero()
+
+
 def unconditional(rule: Rule) -> bool:
     """The kernel's unconditional(): an all-zero ipt_ip (no addresses,
     interfaces, protocol, flags or inversions; "-i +" keeps its "+") and no

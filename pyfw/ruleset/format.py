@@ -152,7 +152,7 @@ def print_num(number: int, fmt: int) -> str:
     if number <= 99999:
         return f"{number} " if notable else f"{number:5d} "
     for suffix in ("K", "M", "G"):
-        number = (number + 500) // 1000
+        number = ((number + 500) & 0xFFFFFFFFFFFFFFFF) // 1000  # uint64_t: 2^64-1 + 500 wraps
         if number <= 9999:
             return f"{number}{suffix} " if notable else f"{number:4d}{suffix} "
     number = (number + 500) // 1000

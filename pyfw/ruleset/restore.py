@@ -295,6 +295,8 @@ def _restore_block(work: Ruleset, block: Block, opts: RestoreOptions, missing: i
         work.append_table(Table.new(table_name))
     live = ops.collect_uses(work)
     table = work.table(table_name)
+    # the commit zeroes the policy counters the block does not set
+    ops.reset_policy_counters(table)
     if not opts.noflush:
         for c in table.ordered_chains():
             if opts.verbose:
