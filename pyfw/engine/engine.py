@@ -25,12 +25,14 @@ from pyfw.engine.api import (
     NF_DROP,
     NF_QUEUE,
     NF_STOLEN,
+    NF_VERDICT_FLAG_QUEUE_BYPASS,
     NF_VERDICT_MASK,
     PACKET_BROADCAST,
     PACKET_HOST,
     PACKET_MULTICAST,
 )
 from pyfw.engine.packet import IP_DF, IP_MF, IP_OFFMASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
+from pyfw.engine.peers import Peers, jiffies, ms_to_jiffies, ratelimited_type
 from pyfw.engine.tables import CompiledTable, TraceStep, compile_table, do_table
 from pyfw.ruleset.model import Ruleset
 
@@ -162,7 +164,13 @@ class Engine:
         if t is None or hook not in t.chains:
             return NF_ACCEPT
         pkt.hook = hook
-        return do_table(t, hook, pkt, trace)
+        v = do_table(t, hook, pkt, trace)
+        if v & NF_VERDICT_MASK == NF_QUEUE and v & NF_VERDICT_FLAG_QUEUE_BYPASS:
+            # nobody listens on the queue (offline there is no one): with
+            # --queue-bypass nf_queue returns 1 and nf_hook_slow goes on
+            # with the hook's next table, not the chain's next rule
+            return NF_ACCEPT
+        return v
 
     # ------------------------------------------------------------ entry points
     def _tick(self, now: float) -> None:
@@ -294,12 +302,12 @@ class Engine:
 
     def _route_input(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
         """ip_rcv_finish's routing decision, then local delivery or forwarding."""
-        from pyfw.engine.host import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST
+        from pyfw.engine.host import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, RTN_UNSPEC
 
-        if self._early_drop(pkt):
+        rr = self.host.input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
+        if pkt.ihl > 20 and (rr.error == 0 or rr.type != RTN_UNSPEC) and not self._rcv_options(pkt, rr):
             res.path = "prerouting"
             return NF_DROP
-        rr = self.host.input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
         if rr.error == 0 and rr.type in (RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST):
             res.path = "input"
             if rr.type != RTN_LOCAL and pkt.pkttype == PACKET_HOST:
@@ -315,26 +323,87 @@ class Engine:
         self._ip_error(pkt, rr.error)
         return NF_DROP
 
-    def _early_drop(self, pkt: Packet) -> bool:
-        """What the stack drops between PREROUTING and routing: a UDP
-        header too short to read (early demux)."""
-        if pkt.proto == IPPROTO_UDP and not pkt.frag_off & IP_OFFMASK and pkt.tot_len - pkt.ihl < 8:
-            self._count("udp-short")
-            return True
-        return False
+    def _rcv_options(self, pkt: Packet, rr: Any) -> bool:
+        """ip_rcv_options, after the routing decision: check the options
+        (a bad one: ICMP parameter problem, drop), fill in record-route and
+        timestamp slots with the address fib_compute_spec_dst picks, refuse
+        a source route unless accept_source_route.  False: dropped."""
+        from pyfw.engine.host import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RTN_LOCAL
+        from pyfw.wire import ipv4
+
+        host = self.host
+        if rr.error == 0 and rr.type == RTN_LOCAL:
+            spec = pkt.dst
+        elif pkt.src:
+            spec = host.source_address(pkt.src) or host.select_addr(pkt.indev, pkt.src, RT_SCOPE_UNIVERSE)
+        else:
+            spec = host.select_addr(pkt.indev, pkt.src, RT_SCOPE_LINK)
+        opts = ipv4.compile_options(pkt.data, spec_dst=spec, now=pkt.time, addr_type=host.addr_type)
+        pkt.options = bytes(pkt.data[20:pkt.ihl])
+        if opts.error is not None:
+            self._icmp_error(pkt, 12, 0, info=opts.error << 24)  # parameter problem
+            return False
+        if opts.srr and not host.conf(pkt.indev, "accept_source_route"):
+            return False  # (an accepted source route is not followed: pyfw models no SRR)
+        pkt.extra = {**(pkt.extra or {}), "ipopt": opts}
+        return True
+
+    def _forward_options(self, pkt: Packet, rr: Any) -> None:
+        """ip_forward_options, after FORWARD: the record-route and timestamp
+        slots the input claimed get the address of the way out, and the
+        header checksum is computed again when anything changed."""
+        from pyfw.engine.host import RT_SCOPE_UNIVERSE
+        from pyfw.wire import ipv4
+
+        opts = (pkt.extra or {}).get("ipopt")
+        if opts is None or not opts.optlen:
+            return
+        d = pkt.data
+        changed = opts.is_changed
+        if opts.rr_needaddr or opts.ts_needaddr:
+            src = self.host.output_route(pkt.dst, 0, rr.dev).src or \
+                self.host.select_addr(rr.dev, rr.next_hop, RT_SCOPE_UNIVERSE)
+            for off, back in ((opts.rr, 5), (opts.ts, 9)):
+                if off and (opts.rr_needaddr if back == 5 else opts.ts_needaddr):
+                    pos = off + d[off + 2] - back
+                    if off < pos and pos + 4 <= pkt.ihl:
+                        d[pos:pos + 4] = src.to_bytes(4, "big")
+                        changed = True
+        if changed:
+            opts.is_changed = False
+            ipv4.send_check(d)
+            pkt.options = bytes(d[20:pkt.ihl])
+
+    def _reply_options(self, pkt: Packet, saddr: int) -> bytes | None:
+        """__ip_options_echo + ip_options_build for a reply to `pkt` from
+        `saddr` (b"" when it had none; None: the kernel does not reply)."""
+        from pyfw.wire import ipv4
+
+        opts = (pkt.extra or {}).get("ipopt")
+        if opts is None or not opts.optlen:
+            return b""
+        got = ipv4.reply_options(pkt.data, opts, saddr, pkt.time)
+        return None if got is None else got[0]
 
     def _ip_error(self, pkt: Packet, err: int) -> None:
-        """ip_error: ICMP unreachable for no route, only when forwarding."""
+        """ip_error: ICMP unreachable for no route -- never from a device
+        that does not forward, and at most five in a row, then one a second,
+        per source (peers.Peers.error_allow)."""
         import errno
 
-        if not self.host.ip_forward() and err != errno.ENETUNREACH:
+        if not self.host.conf(pkt.indev, "forwarding"):
             return
         code = {errno.ENETUNREACH: 0, errno.EHOSTUNREACH: 1, errno.EACCES: 13}.get(err)
         if code is None:
             return
-        if err == errno.EHOSTUNREACH and not self.host.conf(pkt.indev, "forwarding"):
+        if not self._peers().error_allow(pkt.src, jiffies(pkt.time)):
             return
         self._icmp_error(pkt, 3, code)
+
+    def _peers(self) -> Peers:
+        """The inet_peer rate state (shared with REJECT's ICMP)."""
+        peers: Peers = self.env.shared("icmp", "peers", Peers)
+        return peers
 
     def _forward(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
         """ip_forward: TTL and MTU checks, TTL decrement, then FORWARD."""
@@ -350,11 +419,19 @@ class Engine:
             self._icmp_error(pkt, 3, 4, mtu=mtu)  # fragmentation needed
             return NF_DROP
         decrease_ttl(pkt)
+        opts = extra.get("ipopt")
+        if rr.redirect and not (opts is not None and opts.srr) and \
+                self._peers().redirect_allow(pkt.src, jiffies(pkt.time)):
+            # back out of the link it came in on: tell the sender (before
+            # FORWARD, about the packet with its TTL already decremented)
+            self._icmp_error(pkt, 5, 1, info=rr.next_hop)
+            self._flush_local(res, False)  # icmp_send transmits it before the packet goes on
         pkt.outdev = rr.dev
         for table in ("mangle", "filter", "security"):
             v = self._table(table, "FORWARD", pkt, tr)
             if v != NF_ACCEPT:
                 return v
+        self._forward_options(pkt, rr)
         return self._postrouting(pkt, rr, res, tr)
 
     def _input(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int:
@@ -381,8 +458,15 @@ class Engine:
         self._deliver(pkt)
         return NF_ACCEPT
 
+    def _route_src(self, pkt: Packet) -> int:
+        """The source an output route lookup is keyed with: a foreign
+        source (REJECT answering a forwarded packet, a raw socket) is not
+        checked -- ip_route_me_harder sets FLOWI_FLAG_ANYSRC, a raw socket
+        looks up its own (unbound) address."""
+        return pkt.src if self.host.is_local(pkt.src) else 0
+
     def _output(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int:
-        rr = self.host.output_route(pkt.dst, pkt.src)
+        rr = self.host.output_route(pkt.dst, self._route_src(pkt))
         if rr.error:
             res.path = "no-route"
             return NF_DROP
@@ -414,7 +498,7 @@ class Engine:
                 return v
         if pkt.dst != dst or pkt.mark != mark:
             # ip_route_me_harder after a DNAT or a mark change
-            again = self.host.output_route(pkt.dst, pkt.src)
+            again = self.host.output_route(pkt.dst, self._route_src(pkt))
             if again.error:
                 res.path = "no-route"
                 return NF_DROP
@@ -477,17 +561,19 @@ class Engine:
     # ------------------------------------------------------------ the host's answers
     def _deliver(self, pkt: Packet) -> None:
         """What the host's own stack does with a packet INPUT accepted."""
-        from pyfw.wire import icmp, tcp
+        from pyfw.wire import tcp
 
         host = self.host
+        if pkt.proto == IPPROTO_ICMP and not _icmp_checksum_ok(pkt):
+            return  # icmp_rcv drops it (csum_error)
         if pkt.pkttype != PACKET_HOST or not host.is_local(pkt.dst):
-            if pkt.proto == IPPROTO_ICMP and pkt.icmp_type == 8 and \
+            if pkt.proto == IPPROTO_ICMP and pkt.icmp_type in (8, 13) and \
                     not host.sysctl_int("net.ipv4.icmp_echo_ignore_broadcasts"):
-                self._send_host(icmp.build_echo_reply(bytes(pkt.data), src=host.source_address(pkt.src)), pkt)
+                self._icmp_reply(pkt, host.source_address(pkt.src))
             return  # broadcast / multicast: nothing else answers
         if pkt.proto == IPPROTO_ICMP:
-            if pkt.icmp_type == 8 and not host.sysctl_int("net.ipv4.icmp_echo_ignore_all"):
-                self._send_host(icmp.build_echo_reply(bytes(pkt.data)), pkt)
+            if pkt.icmp_type == 13 or (pkt.icmp_type == 8 and not host.sysctl_int("net.ipv4.icmp_echo_ignore_all")):
+                self._icmp_reply(pkt, pkt.dst)
             return
         if pkt.proto == IPPROTO_TCP:
             if not pkt.l4ok or host.service("tcp", pkt.dst, pkt.dport):
@@ -495,7 +581,9 @@ class Engine:
             if not _l4_checksum_ok(pkt):
                 return
             if not pkt.tcp_flags & 0x04:  # never answer a RST
-                self._send_host(tcp.build_rst_for(bytes(pkt.data)), pkt)
+                opts = self._reply_options(pkt, pkt.dst)
+                if opts is not None:
+                    self._send_host(tcp.build_rst_for(bytes(pkt.data), options=opts), pkt)
             return
         if pkt.proto == IPPROTO_UDP:
             if not pkt.l4ok or host.service("udp", pkt.dst, pkt.dport):
@@ -506,17 +594,49 @@ class Engine:
             return
         self._icmp_error(pkt, 3, 2)  # protocol unreachable
 
-    def _icmp_error(self, pkt: Packet, type_: int, code: int, mtu: int | None = None) -> None:
-        """icmp_send about `pkt` (when Linux would answer at all)."""
+    def _icmp_reply(self, pkt: Packet, src: int) -> None:
+        """icmp_echo / icmp_timestamp and icmp_reply: the answer from `src`
+        with the echoed IP options (the timestamp says the engine clock)."""
+        from pyfw.wire import icmp
+
+        opts = self._reply_options(pkt, src)
+        if opts is None:
+            return
+        if pkt.icmp_type == 8:
+            self._send_host(icmp.build_echo_reply(bytes(pkt.data), src=src, options=opts), pkt)
+        else:
+            self._send_host(icmp.build_timestamp_reply(bytes(pkt.data), pkt.time, src=src, options=opts), pkt)
+
+    def _icmp_error(self, pkt: Packet, type_: int, code: int, mtu: int | None = None, info: int = 0) -> None:
+        """icmp_send about `pkt` (when Linux would answer at all): the
+        echoed IP options, the per-peer rate limit of icmp_ratemask types."""
         from pyfw.wire import icmp
 
         data = bytes(pkt.data)
         if not icmp.may_send_error(data, pkt.pkttype):
             return
         src = self.host.icmp_source(pkt.src, pkt.dst, pkt.indev or None)
-        reply = icmp.build_error(type_, code, data, mtu=mtu, src=src)
+        opts = self._reply_options(pkt, src)
+        if opts is None:
+            return
+        if not self._icmp_allowed(type_, code, pkt.src, pkt.time):
+            return
+        reply = icmp.build_error(type_, code, data, mtu=mtu, src=src, info=info, options=opts)
         if reply is not None:
-            self._send_host(reply, pkt)
+            # icmp_glue_bits: an ICMP error belongs to the connection of the
+            # packet it is about (nf_ct_attach), confirmed yet or not
+            self.pending_local.append((reply, pkt, True))
+
+    def _icmp_allowed(self, type_: int, code: int, dst: int, now: float) -> bool:
+        """icmpv4_xrlim_allow for an ICMP message to `dst` (none through lo)."""
+        host = self.host
+        mask = host.sysctl_int("net.ipv4.icmp_ratemask")
+        if not ratelimited_type(type_, code, 6168 if mask is None else mask):
+            return True
+        if host.output_route(dst).dev == "lo":
+            return True
+        limit = host.sysctl_int("net.ipv4.icmp_ratelimit")
+        return self._peers().xrlim_allow(dst, jiffies(now), ms_to_jiffies(1000 if limit is None else limit))
 
     def _send_host(self, data: bytes | bytearray | None, cause: Packet) -> None:
         if data is not None:
@@ -584,6 +704,12 @@ def _l4_checksum_ok(pkt: Packet) -> bool:
     if pkt.proto == IPPROTO_UDP and len(seg) >= 8 and seg[6:8] == b"\x00\x00":
         return True
     return verify_l4(pkt.src, pkt.dst, pkt.proto, seg)
+
+
+def _icmp_checksum_ok(pkt: Packet) -> bool:
+    from pyfw.wire.checksum import verify
+
+    return bool(verify(bytes(pkt.data[pkt.ihl:pkt.tot_len])))
 
 
 def _tot_len(data: bytes | bytearray) -> int:

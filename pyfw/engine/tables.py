@@ -35,6 +35,10 @@ class CompiledRule:
     arg: Any
     number: int          # 1-based position in its chain
     rule: Rule
+    # unconditional with a standard verdict (ACCEPT, DROP, RETURN, QUEUE):
+    # TRACE names such a rule "policy" in a built-in chain, "return" in a
+    # user chain, as ip_tables' get_chainname_rulenum does
+    trace_tail: bool = False
 
 
 @dataclass
@@ -138,6 +142,8 @@ def _dest_ports(name: str, data: Any) -> list[int] | None:
 class CompiledTable:
     name: str
     chains: dict[str, CompiledChain] = field(default_factory=dict)
+    # where TRACE lines go (Env.log); None: nowhere
+    log: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -240,11 +246,18 @@ def compile_rule(rule: Rule, number: int, env: Env) -> CompiledRule:
         kind, arg = A_TARGET, compile_fn(t.data, env)
     else:
         kind, arg = A_NONE, None
-    return CompiledRule(_all(tests), rule.counters, kind, arg, number, rule)
+    tail = kind in (A_VERDICT, A_RETURN) and _unconditional(rule)
+    return CompiledRule(_all(tests), rule.counters, kind, arg, number, rule, tail)
+
+
+def _unconditional(rule: Rule) -> bool:
+    """ip_tables' unconditional(): no matches and an all-zero IP part."""
+    return not rule.matches and not (rule.smsk or rule.dmsk or rule.src or rule.dst or rule.iniface
+                                     or rule.outiface or rule.proto or rule.frag or rule.invflags)
 
 
 def compile_table(table: Table, env: Env) -> CompiledTable:
-    out = CompiledTable(table.name)
+    out = CompiledTable(table.name, log=getattr(env, "log", None))
     for chain in table.chains.values():
         out.chains[chain.name] = compile_chain(chain, env)
     return out
@@ -275,9 +288,13 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
                 pc.bytes += length
                 if trace is not None:
                     trace.append(TraceStep(table.name, chain.name, None))
+                if pkt.trace:
+                    _trace(table, chain, "policy", len(chain.rules) + 1, pkt)
                 return chain.policy
             # end of a user chain: back to the caller; after a goto from
             # the built-in chain there is none, and its policy decides
+            if pkt.trace:
+                _trace(table, chain, "return", len(chain.rules) + 1, pkt)
             if not stack:
                 chain, rules, i = base, base_rules, len(base_rules)
                 continue
@@ -294,6 +311,10 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
         cr.counters.bytes += length
         if trace is not None:
             trace.append(TraceStep(table.name, chain.name, cr.number, (cr.rule.src_file, cr.rule.src_line)))
+        if pkt.trace:
+            # logged before the target runs: TRACE's own rule is not
+            _trace(table, chain, ("policy" if chain.policy is not None else "return")
+                   if cr.trace_tail else "rule", cr.number, pkt)
         kind = cr.kind
         if kind == A_VERDICT:
             return int(cr.arg)
@@ -318,3 +339,15 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
         if kind == A_JUMP:
             stack.append((chain, rules, i))
         chain, rules, i = target, target.select(pkt), 0
+
+
+def _trace(table: CompiledTable, chain: CompiledChain, comment: str, number: int,
+           pkt: Packet) -> None:
+    """ip_tables' trace_packet: one TRACE line per rule a traced packet
+    matches (the kernel logs it with nf_log_trace and the default flags)."""
+    log = table.log
+    if log is None:
+        return
+    from pyfw.engine.logtext import format_trace
+
+    log(format_trace(pkt, table.name, chain.name, comment, number))

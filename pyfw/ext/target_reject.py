@@ -110,7 +110,9 @@ class Reject(Target):
                 return NF_DROP
             return target
         code = UNREACH_CODES.get(with_)
-        limiter = env.shared("icmp", "xrlim", dict)
+        from pyfw.engine.peers import Peers
+
+        limiter = env.shared("icmp", "peers", Peers)
 
         def target_icmp(pkt: Packet) -> int:
             if code is not None:
@@ -208,6 +210,9 @@ class HostView:
 def _csum_ok(pkt: Packet) -> bool:
     """nf_ip_checksum on a received packet (no checksum offload): the
     transport checksum, with the pseudo header for TCP and UDP, checks out.
+    The kernel sums the skb from skb->data, which in INPUT and FORWARD is
+    still the IP header: a header whose checksum went stale (the record
+    route / timestamp slots ip_rcv_options filled in) fails it too.
     Locally made packets (checksum left to the device) always pass."""
     from pyfw.ext._csum import sum16, verifies
 
@@ -215,17 +220,19 @@ def _csum_ok(pkt: Packet) -> bool:
         return True
     d = pkt.data
     ihl = pkt.ihl
-    total = sum16(d, ihl)
+    total = sum16(d, 0)
     proto = pkt.proto
     if proto in (6, 17):
         total += sum16(d, 12, 20) + proto + len(d) - ihl
     return verifies(total)
 
 
-def _ip_header(tos: int, length: int, frag: int, ttl: int, proto: int, src: int, dst: int) -> bytearray:
+def _ip_header(tos: int, length: int, frag: int, ttl: int, proto: int, src: int, dst: int,
+               options: bytes = b"") -> bytearray:
     from pyfw.ext._csum import checksum, sum16
 
-    h = bytearray(struct.pack("!BBHHHBBHII", 0x45, tos, length, 0, frag, ttl, proto, 0, src, dst))
+    h = bytearray(struct.pack("!BBHHHBBHII", 0x45 + len(options) // 4, tos, length, 0, frag, ttl, proto, 0,
+                              src, dst)) + options
     c = checksum(sum16(h))
     h[10], h[11] = c >> 8, c & 0xFF
     return h
@@ -264,19 +271,7 @@ def build_reset(pkt: Packet, host: HostView) -> bytearray | None:
     return ip + tcp
 
 
-def _xrlim_allow(state: dict[int, tuple[int, int]], daddr: int, now_ms: int, timeout: int) -> bool:
-    """inet_peer_xrlim_allow: a token bucket per destination (in ms)."""
-    tokens, last = state.get(daddr, (0, now_ms - 60000))
-    tokens = min(tokens + now_ms - last, XRLIM_BURST_FACTOR * timeout)
-    ok = tokens >= timeout
-    if ok:
-        tokens -= timeout
-    state[daddr] = (tokens, now_ms)
-    return ok
-
-
-def build_unreach(pkt: Packet, code: int, host: HostView,
-                  limiter: dict[int, tuple[int, int]] | None = None) -> bytearray | None:
+def build_unreach(pkt: Packet, code: int, host: HostView, limiter: Any = None) -> bytearray | None:
     """nf_send_unreach + icmp_send: the ICMP destination unreachable that
     quotes the packet, or None where the kernel sends none."""
     from pyfw.engine.api import PACKET_HOST
@@ -307,12 +302,27 @@ def build_unreach(pkt: Packet, code: int, host: HostView,
         return None
     saddr = host.error_source(pkt, route[0])
     mtu = route[1]
+    # icmp_send echoes the IP options ip_rcv_options compiled (record route
+    # with a slot for us, timestamps, a reversed source route)
+    ropt = b""
+    opts = pkt.extra.get("ipopt") if pkt.extra else None
+    if opts is not None and opts.optlen:
+        from pyfw.wire.ipv4 import reply_options
+
+        got = reply_options(d, opts, saddr or 0xC0000008, pkt.time)
+        if got is None:
+            return None
+        ropt = got[0]
     if limiter is not None and not host.is_local(pkt.src):  # no limit through lo
+        from pyfw.engine.peers import jiffies, ms_to_jiffies
+
+        # icmpv4_xrlim_allow, on the inet_peer state the host's own ICMP
+        # errors share (pyfw.engine.peers)
         timeout = host.sysctl("net.ipv4.icmp_ratelimit", 1000)
         mask = host.sysctl("net.ipv4.icmp_ratemask", 0x1818)
-        if mask & (1 << 3) and not _xrlim_allow(limiter, pkt.src, int(pkt.time * 1000), timeout):
+        if mask & (1 << 3) and not limiter.xrlim_allow(pkt.src, jiffies(pkt.time), ms_to_jiffies(timeout)):
             return None
-    room = min(mtu, 576) - 20 - 8
+    room = min(mtu, 576) - 20 - len(ropt) - 8
     if room <= 20:
         return None
     quoted = bytes(d[:room])
@@ -321,7 +331,7 @@ def build_unreach(pkt: Packet, code: int, host: HostView,
     icmp = bytearray(b"\x03" + bytes((code,)) + b"\x00" * 6) + quoted
     c = checksum(sum16(icmp))
     icmp[2], icmp[3] = c >> 8, c & 0xFF
-    ip = _ip_header(tos, 28 + len(quoted), 0, ttl, 1, saddr or 0xC0000008, pkt.src)
+    ip = _ip_header(tos, 28 + len(ropt) + len(quoted), 0, ttl, 1, saddr or 0xC0000008, pkt.src, ropt)
     return ip + icmp
 
 

@@ -166,4 +166,38 @@ def answer(frame: Buffer, host: Any, iface: str) -> bytes | None:
         return None
     if sip != 0 and (_martian_source(sip) or host.is_local(sip)):
         return None
+    if _arp_ignore(host, iface, sip, tip):
+        return None
     return bytes(build_reply(payload, my_mac))
+
+
+def _arp_ignore(host: Any, iface: str, sip: int, tip: int) -> bool:
+    """arp_ignore (net.ipv4.conf.*.arp_ignore, the larger of all and the
+    device): 1 answers only for an address of the receiving interface, 2
+    also wants the sender in that address's subnet, 3 ignores host-scope
+    addresses, 8 never answers.  A host without a `conf` is mode 0."""
+    try:
+        mode = int(host.conf(iface, "arp_ignore"))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    if mode in (1, 2):
+        dev = host.interfaces.get(iface) if hasattr(host, "interfaces") else None
+        if dev is None:
+            return True
+        for ifa in dev.ifaddrs:
+            if ifa.local == tip and (mode == 1 or not sip or ifa.contains(sip)):
+                return False
+        if mode == 2:
+            # confirm_addr_indev: tip on the device and another of its
+            # subnets holding both
+            on_dev = any(ifa.local == tip for ifa in dev.ifaddrs)
+            if on_dev and any(ifa.contains(tip) and ifa.contains(sip) for ifa in dev.ifaddrs):
+                return False
+        return True
+    if mode == 3:
+        for dev in getattr(host, "interfaces", {}).values():
+            for ifa in dev.ifaddrs:
+                if ifa.local == tip:
+                    return ifa.scope > 253  # RT_SCOPE_LINK
+        return False
+    return mode == 8

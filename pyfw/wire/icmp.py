@@ -258,3 +258,25 @@ def build_echo_reply(request: Buffer, *, src: int | None = None, ttl: int = DEFA
     r_dst = int(_I.unpack_from(request, ipv4.DST)[0])
     return ipv4.build(r_dst if src is None else src, r_src, ipv4.IPPROTO_ICMP, body, ttl=ttl,
                       ident=ident, tos=request[ipv4.TOS], df=False, options=options)
+
+
+def build_timestamp_reply(request: Buffer, now: float, *, src: int | None = None, ttl: int = DEFAULT_TTL,
+                          ident: int = 0, options: bytes = b"") -> bytearray | None:
+    """icmp_timestamp + icmp_reply: type 14 with the request's id and
+    sequence, its originate timestamp, and receive = transmit = `now` as
+    milliseconds since midnight UTC; twelve bytes of data whatever the
+    request carried.  None when the request has less than the originate
+    timestamp after its header (the kernel counts an input error)."""
+    if len(request) < ipv4.HLEN:
+        return None
+    h = (request[0] & 0x0F) * 4
+    if len(request) < h + HLEN + 4:
+        return None
+    req = bytes(request[h:])
+    rest = int(_I.unpack_from(req, 4)[0])
+    stamp = ipv4.inet_timestamp(now).to_bytes(4, "big")
+    body = message(TIMESTAMPREPLY, 0, rest, req[HLEN:HLEN + 4] + stamp + stamp)
+    r_src = int(_I.unpack_from(request, ipv4.SRC)[0])
+    r_dst = int(_I.unpack_from(request, ipv4.DST)[0])
+    return ipv4.build(r_dst if src is None else src, r_src, ipv4.IPPROTO_ICMP, body, ttl=ttl,
+                      ident=ident, tos=request[ipv4.TOS], df=False, options=options)
