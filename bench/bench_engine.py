@@ -21,7 +21,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from gen_ruleset import generate  # noqa: E402
 
 from pyfw.engine.engine import Engine  # noqa: E402
 from pyfw.engine.host import parse_host  # noqa: E402
@@ -73,14 +72,34 @@ def frame(dst_mac: bytes, src: int, dst: int, proto: int, sport: int, dport: int
     return dst_mac + b"\x02\x00\x00\x00\x00\x05\x08\x00" + hdr + l4
 
 
+def filler_rules(n: int, seed: int = 1) -> list[str]:
+    """n FORWARD rules of a large real ruleset's kind (blocklists, per-host
+    and per-service rules): each pins a source or destination prefix or a
+    service port, so the benchmark's flows mostly miss them."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        parts = ["-A FORWARD"]
+        kind = rng.random()
+        if kind < 0.4:
+            parts.append(f"-s 10.{rng.randrange(256)}.{rng.randrange(256)}.0/{rng.choice((16, 24, 24, 32))}")
+        elif kind < 0.6:
+            parts.append(f"-d 172.{rng.randrange(16, 32)}.{rng.randrange(256)}.{rng.randrange(1, 255)}/32")
+        if kind >= 0.4 or rng.random() < 0.3:
+            proto = rng.choice(("tcp", "udp"))
+            parts.append(f"-p {proto} -m {proto} --dport {rng.randrange(1, 65536)}")
+        if rng.random() < 0.2:
+            parts.append("-m conntrack --ctstate NEW")
+        parts.append(rng.choice(("-j DROP", "-j ACCEPT", "-j DROP", "-j RETURN")))
+        out.append(" ".join(parts))
+    return out
+
+
 def gateway_ruleset(n: int, seed: int = 1) -> str:
-    """n filler FORWARD rules the packets miss, then a gateway's rules."""
-    body = generate(n, seed=seed).splitlines()
-    # keep only the filter filler rules, aimed at addresses the flows do not use
-    filler = [line for line in body if line.startswith("-A FORWARD") and " -j chain_" not in line][:n]
+    """A gateway: ESTABLISHED first, n filler rules, the LAN's rule, NAT."""
     lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
              "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
-    lines += filler
+    lines += filler_rules(n, seed)
     lines += ["-A FORWARD -i eth0 -o eth1 -s 192.168.1.0/24 -j ACCEPT", "COMMIT",
               "*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
               ":POSTROUTING ACCEPT [0:0]", "-A POSTROUTING -s 192.168.1.0/24 -o eth1 -j MASQUERADE", "COMMIT"]

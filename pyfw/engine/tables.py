@@ -60,43 +60,81 @@ INDEX_MIN_RULES = 48
 _MASKS = [0] + [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(1, 33)]
 
 
+class _Bucket:
+    """Rules sharing a protocol/port key, sub-indexed by the address prefix
+    they pin (source first, else destination)."""
+
+    __slots__ = ("src", "dst", "any")
+
+    def __init__(self) -> None:
+        self.src: dict[int, dict[int, list[int]]] = {}
+        self.dst: dict[int, dict[int, list[int]]] = {}
+        self.any: list[int] = []
+
+
 class ChainIndex:
-    """Tuple space search over a chain: rules are grouped by which header
-    fields they pin exactly (protocol, destination port, source and
-    destination prefixes, in-interface) and, per group, hashed by those
-    values.  A packet looks up each group once; the union of the hits, in
-    rule order, is all that can match -- the others pin some field to a
-    value the packet does not have.  First-match order and every counter
-    stay exact because the walk still tests each candidate in order."""
+    """A two-level index over a long chain.  Level one: the protocol and
+    destination port a rule pins (or just the protocol, or neither); level
+    two: the source prefix it pins, else the destination prefix, hashed per
+    prefix length.  A packet does a few dictionary lookups and gets every
+    rule that can match it, in rule order; the others pin a field to a value
+    the packet does not have.  First-match order and every counter stay
+    exact because the walk still tests each candidate in order."""
 
     def __init__(self, rules: list[CompiledRule]) -> None:
-        groups: dict[tuple[bool, bool, int, int, bool], dict[tuple[Any, ...], list[int]]] = {}
+        buckets: dict[tuple[Any, Any], _Bucket] = {}
         for pos, cr in enumerate(rules):
-            sig, keys = _rule_keys(cr.rule)
-            table = groups.setdefault(sig, {})
-            for key in keys:
-                table.setdefault(key, []).append(pos)
+            proto, ports, splen, src, dplen, dst = _rule_keys(cr.rule)
+            for port in ports:
+                b = buckets.get((proto, port))
+                if b is None:
+                    b = buckets[(proto, port)] = _Bucket()
+                if splen:
+                    b.src.setdefault(splen, {}).setdefault(src, []).append(pos)
+                elif dplen:
+                    b.dst.setdefault(dplen, {}).setdefault(dst, []).append(pos)
+                else:
+                    b.any.append(pos)
         self.rules = rules
-        # wider groups first is irrelevant for correctness; keep a stable order
-        self.groups = [(sig, _MASKS[sig[2]], _MASKS[sig[3]], tbl) for sig, tbl in groups.items()]
-        self._all_wild = groups.get((False, False, 0, 0, False), {}).get((), [])
+        self.buckets = buckets
+        self.by_proto = {k[0] for k in buckets if k[0] is not None}
 
     def candidates(self, pkt: Packet) -> list[CompiledRule]:
+        buckets = self.buckets
+        proto = pkt.proto
+        found: list[_Bucket] = []
+        b = buckets.get((None, None))
+        if b is not None:
+            found.append(b)
+        if proto in self.by_proto:
+            b = buckets.get((proto, None))
+            if b is not None:
+                found.append(b)
+            b = buckets.get((proto, pkt.dport))
+            if b is not None:
+                found.append(b)
         hits: list[int] = []
-        proto, dport, src, dst, indev = pkt.proto, pkt.dport, pkt.src, pkt.dst, pkt.indev
-        for (p, d, _sl, _dl, i), smask, dmask, tbl in self.groups:
-            key = (proto if p else None, dport if d else None, src & smask, dst & dmask, indev if i else None)
-            found = tbl.get(key)
-            if found:
-                hits.extend(found)
+        src, dst = pkt.src, pkt.dst
+        masks = _MASKS
+        for b in found:
+            for plen, tbl in b.src.items():
+                got = tbl.get(src & masks[plen])
+                if got:
+                    hits.extend(got)
+            for plen, tbl in b.dst.items():
+                got = tbl.get(dst & masks[plen])
+                if got:
+                    hits.extend(got)
+            hits.extend(b.any)
         rules = self.rules
-        if len(self.groups) > 1:
-            hits = sorted(set(hits))
+        hits.sort()
         return [rules[k] for k in hits]
 
 
-def _rule_keys(rule: Rule) -> tuple[tuple[bool, bool, int, int, bool], list[tuple[Any, ...]]]:
-    """The fields a rule pins exactly, and the key(s) it is found under."""
+def _rule_keys(rule: Rule) -> tuple[int | None, list[int | None], int, int, int, int]:
+    """(protocol, destination ports, source prefix length and value,
+    destination prefix length and value) a rule pins exactly; None / 0 for
+    what it leaves open."""
     inv = rule.invflags
     proto = rule.proto if rule.proto and not inv & INV_PROTO else None
     ports: list[int | None] = [None]
@@ -104,16 +142,11 @@ def _rule_keys(rule: Rule) -> tuple[tuple[bool, bool, int, int, bool], list[tupl
         for m in rule.matches:
             found = _dest_ports(m.name, m.data)
             if found is not None:
-                ports = list(found)
+                ports = list(dict.fromkeys(found))
                 break
     splen = _plen(rule.smsk) if rule.smsk and not inv & INV_SRCIP else 0
     dplen = _plen(rule.dmsk) if rule.dmsk and not inv & INV_DSTIP else 0
-    src = rule.src & _MASKS[splen]
-    dst = rule.dst & _MASKS[dplen]
-    indev = rule.iniface if rule.iniface and not rule.iniface.endswith("+") and not inv & INV_VIA_IN else None
-    sig = (proto is not None, ports[0] is not None, splen, dplen, indev is not None)
-    keys = [(proto, port, src, dst, indev) for port in ports]
-    return sig, keys
+    return proto, ports, splen, rule.src & _MASKS[splen], dplen, rule.dst & _MASKS[dplen]
 
 
 def _plen(mask: int) -> int:
