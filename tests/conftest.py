@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +11,25 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/oracle.py, tests/conformance.py
 
 from oracle import Netns, NetnsError, offline, skip_unless_root_netns  # noqa: E402
+from paths import HAVE_SHARED, SHARED  # noqa: E402
+
+# Test modules that read the shared data at collection time are left out,
+# with the reason in the report header, when the data is absent.
+collect_ignore: list[str] = []
+if not HAVE_SHARED:
+    here = Path(__file__).resolve().parent
+    collect_ignore = [str(p) for p in here.rglob("test_*.py") if "from paths import SHARED" in p.read_text()]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not HAVE_SHARED:
+        return (f"shared test data not found at {SHARED} (set PYFW_SHARED): "
+                f"{len(collect_ignore)} test modules that read it are skipped")
+    return None
 
 
 def _shared() -> Path:
-    env = os.environ.get("PYFW_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    return SHARED
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ taken from iptables-legacy 1.8.9 on the reference kernel)."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from pyfw.ext.match_hashlimit import (
 from pyfw.ext.match_limit import ERANGE
 
 EXT = EXTENSIONS[0]
-T_FILE = Path("/work/shared/conformance/iptables-t/libxt_hashlimit.t")
+T_FILE = (SHARED / "conformance/iptables-t/libxt_hashlimit.t")
 EINVAL_TEXT = "pyfw: Invalid argument. Run `dmesg' for more information.\n"
 
 

@@ -4,6 +4,8 @@ numbers, the "any" special case and the -S / -L texts ("icmptype 3 codes
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import copy
 import shlex
 from pathlib import Path
@@ -20,7 +22,7 @@ from pyfw.ruleset.model import Ruleset
 # ---------------------------------------------------------------- harness
 # (the same few helpers head each tests/ext/test_match_*.py of this group)
 
-T_DIR = Path("/work/shared/conformance/iptables-t")
+T_DIR = (SHARED / "conformance/iptables-t")
 
 
 def _run(rs: Ruleset, args: list[str]) -> str:

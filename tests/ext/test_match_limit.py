@@ -3,6 +3,8 @@ kernel's overflow check and the credits the engine will use."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 from pathlib import Path
 
 import pytest
@@ -125,7 +127,7 @@ def test_cli(tmp_path: Path) -> None:
 
 def test_refusal_file(tmp_path: Path) -> None:
     """realworld-rulesets/refusals/bad-limit-rate.rules."""
-    path = Path("/work/shared/realworld-rulesets/refusals/bad-limit-rate.rules")
+    path = (SHARED / "realworld-rulesets/refusals/bad-limit-rate.rules")
     if not path.exists():
         pytest.skip("shared ruleset not available")
     rc, _, err = run(["pyfw-restore", "--file", str(tmp_path / "rules")], stdin=path.read_text())

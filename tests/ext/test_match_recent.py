@@ -3,6 +3,8 @@ kernel's checks and %d printing (texts from iptables-legacy 1.8.9)."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from pyfw.ext.base import CheckContext, RuleIp
 from pyfw.ext.match_recent import CHECK, EXTENSIONS, SET, RecentData
 
 EXT = EXTENSIONS[0]
-T_DIR = Path("/work/shared/conformance/iptables-t")
+T_DIR = (SHARED / "conformance/iptables-t")
 EINVAL_TEXT = "pyfw: Invalid argument. Run `dmesg' for more information.\n"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ruleset.argparse import parse_command
 from pyfw.ruleset.commands import check_rule
 
-T_DIR = Path("/work/shared/conformance/iptables-t")
+T_DIR = (SHARED / "conformance/iptables-t")
 
 
 def t_cases(name: str) -> list[Any]:

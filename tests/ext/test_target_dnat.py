@@ -3,6 +3,8 @@ messages, save and -L text (checked in a network namespace)."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 from typing import Any
@@ -173,7 +175,7 @@ def test_data_equality() -> None:
 
 # ---------------------------------------------------------------- end to end
 
-T_FILE = Path("/work/shared/conformance/iptables-t/libipt_DNAT.t")
+T_FILE = (SHARED / "conformance/iptables-t/libipt_DNAT.t")
 
 
 def _t_lines() -> list[tuple[int, str, str, str, list[str]]]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from pyfw.ext.base import RuleIp
 from pyfw.ext.target_log import EXTENSIONS, IPOPT, TCPSEQ, LogData
 
 EXT = EXTENSIONS[0]
-T_FILE = Path("/work/shared/conformance/iptables-t/libipt_LOG.t")
+T_FILE = (SHARED / "conformance/iptables-t/libipt_LOG.t")
 
 
 def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:

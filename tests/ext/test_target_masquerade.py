@@ -3,6 +3,8 @@ iptables-legacy 1.8.9."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,7 @@ def test_kernel() -> None:
 
 # ---------------------------------------------------------------- end to end
 
-T_FILE = Path("/work/shared/conformance/iptables-t/libipt_MASQUERADE.t")
+T_FILE = (SHARED / "conformance/iptables-t/libipt_MASQUERADE.t")
 
 
 def _t_lines() -> list[tuple[int, str, str, str, list[str]]]:

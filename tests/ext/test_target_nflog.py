@@ -3,6 +3,8 @@ the texts of iptables-legacy 1.8.9."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from pyfw.cli.main import run
 from pyfw.ext.target_nflog import RANGE_WARNING
 
-T_FILE = Path("/work/shared/conformance/iptables-t/libxt_NFLOG.t")
+T_FILE = (SHARED / "conformance/iptables-t/libxt_NFLOG.t")
 
 
 def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:

@@ -3,6 +3,8 @@ on --queue-balance, so the kernel refuses 0:65535 and ":"), and -L texts."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from pyfw.ext.match_limit import ERANGE
 from pyfw.ext.target_nfqueue import EXTENSIONS, NfqueueData
 
 EXT = EXTENSIONS[0]
-T_FILE = Path("/work/shared/conformance/iptables-t/libxt_NFQUEUE.t")
+T_FILE = (SHARED / "conformance/iptables-t/libxt_NFQUEUE.t")
 # Lines 1.8.9 fails (legacy-1.8.9-results.txt): newer iptables completes to 65534.
 NOT_IN_189 = {12, 14}
 

@@ -3,6 +3,8 @@ iptables-legacy 1.8.9."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,7 @@ def test_kernel() -> None:
 
 # ---------------------------------------------------------------- end to end
 
-T_FILE = Path("/work/shared/conformance/iptables-t/libxt_REDIRECT.t")
+T_FILE = (SHARED / "conformance/iptables-t/libxt_REDIRECT.t")
 
 
 def _t_lines() -> list[tuple[int, str, str, str, list[str]]]:

@@ -3,6 +3,8 @@ iptables accepts, and the kernel's tcp-reset check."""
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,7 @@ def test_kernel_registration() -> None:
 
 # ---------------------------------------------------------------- end to end
 
-T_FILE = Path("/work/shared/conformance/iptables-t/libipt_REJECT.t")
+T_FILE = (SHARED / "conformance/iptables-t/libipt_REJECT.t")
 
 
 def _t_lines() -> list[tuple[int, str, str, str, list[str]]]:

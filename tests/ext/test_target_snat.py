@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from paths import SHARED
+
 import shlex
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,7 @@ def test_kernel_constraints() -> None:
 
 # ---------------------------------------------------------------- end to end
 
-T_FILE = Path("/work/shared/conformance/iptables-t/libipt_SNAT.t")
+T_FILE = (SHARED / "conformance/iptables-t/libipt_SNAT.t")
 
 
 def _t_lines() -> list[tuple[int, str, str, str, list[str]]]:
