@@ -18,7 +18,8 @@ from paths import HAVE_SHARED, SHARED  # noqa: E402
 collect_ignore: list[str] = []
 if not HAVE_SHARED:
     here = Path(__file__).resolve().parent
-    collect_ignore = [str(p) for p in here.rglob("test_*.py") if "from paths import SHARED" in p.read_text()]
+    collect_ignore = [str(p) for p in here.rglob("test_*.py")
+                      if "from paths import SHARED" in p.read_text() or "from harness import" in p.read_text()]
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

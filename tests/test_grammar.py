@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyfw.ruleset.restore import classify, grammar_split_words, parse_file, Block, Stray
-from pyfw.ruleset.tokens import split_counters, split_words
 from pyfw.errors import ParameterProblem
+from pyfw.ruleset.restore import Block, Stray, classify, grammar_split_words, parse_file
+from pyfw.ruleset.tokens import split_counters, split_words
 
 
 @pytest.mark.parametrize("line, words", [

@@ -4,12 +4,11 @@ taken from iptables-legacy 1.8.9 on the reference kernel)."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 
 import pytest
+from paths import SHARED
 
 from pyfw.cli.main import run
 from pyfw.errors import EINVAL, KernelError

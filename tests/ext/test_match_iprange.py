@@ -3,13 +3,11 @@ iptables-legacy 1.8.9's texts and messages."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import SHARED
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ruleset.argparse import parse_command

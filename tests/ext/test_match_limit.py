@@ -3,11 +3,10 @@ kernel's overflow check and the credits the engine will use."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 from pathlib import Path
 
 import pytest
+from paths import SHARED
 
 from pyfw.cli.main import run
 from pyfw.errors import KernelError, ParameterProblem

@@ -3,12 +3,11 @@ kernel's checks and %d printing (texts from iptables-legacy 1.8.9)."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 
 import pytest
+from paths import SHARED
 
 from pyfw.cli.main import run
 from pyfw.errors import EINVAL, KernelError

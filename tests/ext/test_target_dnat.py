@@ -3,13 +3,12 @@ messages, save and -L text (checked in a network namespace)."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import SHARED
 
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgvCursor, Call, CheckContext, RuleIp

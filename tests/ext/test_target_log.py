@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 
 import pytest
+from paths import SHARED
 
 from pyfw.cli.main import run
 from pyfw.ext.base import RuleIp

@@ -3,12 +3,11 @@ on --queue-balance, so the kernel refuses 0:65535 and ":"), and -L texts."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 
 import pytest
+from paths import SHARED
 
 from pyfw.cli.main import run
 from pyfw.errors import EINVAL, KernelError

@@ -3,13 +3,12 @@ iptables accepts, and the kernel's tcp-reset check."""
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import SHARED
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import INV_PROTO, ArgvCursor, Call, CheckContext, RuleIp

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from paths import SHARED
-
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import SHARED
 
 from pyfw.errors import ParameterProblem
 from pyfw.ext.base import ArgvCursor, Call, RuleIp
