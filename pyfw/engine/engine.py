@@ -158,6 +158,19 @@ class Engine:
             name: compile_table(t, self.env) for name, t in ruleset.tables.items()}
         self.tracking = "nat" in ruleset.tables or _uses_conntrack(ruleset)
         self.has_nat = "nat" in ruleset.tables
+        # Routing answers depend only on the host's configuration, which the
+        # engine never changes: remember them (cleared with every load).
+        self._input_routes: dict[tuple[int, int, str, int], Any] = {}
+        self._l2_heads: dict[tuple[str, int, int], bytes] = {}
+
+    def _input_route(self, src: int, dst: int, iif: str, proto: int) -> Any:
+        key = (src, dst, iif, proto)
+        rr = self._input_routes.get(key)
+        if rr is None:
+            if len(self._input_routes) > 65536:
+                self._input_routes.clear()
+            rr = self._input_routes[key] = self.host.input_route(src, dst, iif, proto)
+        return rr
 
     def _table(self, name: str, hook: str, pkt: Packet, trace: list[TraceStep] | None) -> int:
         t = self.tables.get(name)
@@ -304,7 +317,7 @@ class Engine:
         """ip_rcv_finish's routing decision, then local delivery or forwarding."""
         from pyfw.engine.host import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, RTN_UNSPEC
 
-        rr = self.host.input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
+        rr = self._input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
         if pkt.ihl > 20 and (rr.error == 0 or rr.type != RTN_UNSPEC) and not self._rcv_options(pkt, rr):
             res.path = "prerouting"
             return NF_DROP
@@ -674,16 +687,27 @@ class Engine:
                 return
             datagrams = fragment(pkt.data, mtu, frag_max_size=fms, pmtu_df=extra.get("pmtu_df", False),
                                  pieces=extra.get("pieces"))
-        src_mac = self.host.mac(rr.dev)
-        nexthop = rr.next_hop
-        dst_mac = self.host.neighbor_mac(nexthop, rr.dev) or ZERO_MAC
-        if pkt.dst == 0xFFFFFFFF or self.host.is_broadcast(pkt.dst, rr.dev):
-            dst_mac = BROADCAST_MAC
-        elif 0xE0000000 <= pkt.dst <= 0xEFFFFFFF:
-            dst_mac = bytes((0x01, 0x00, 0x5E, (pkt.dst >> 16) & 0x7F, (pkt.dst >> 8) & 0xFF, pkt.dst & 0xFF))
-        head = dst_mac + src_mac + b"\x08\x00"
+        head = self._l2_head(rr.dev, rr.next_hop, pkt.dst)
         for d in datagrams:
             res.emitted.append(Emitted(rr.dev, head + bytes(d)))
+
+    def _l2_head(self, dev: str, nexthop: int, dst: int) -> bytes:
+        """The Ethernet header towards `nexthop` (static neighbours; the
+        broadcast and multicast addresses map as Linux maps them)."""
+        key = (dev, nexthop, dst)
+        head = self._l2_heads.get(key)
+        if head is None:
+            src_mac = self.host.mac(dev)
+            dst_mac = self.host.neighbor_mac(nexthop, dev) or ZERO_MAC
+            if dst == 0xFFFFFFFF or self.host.is_broadcast(dst, dev):
+                dst_mac = BROADCAST_MAC
+            elif 0xE0000000 <= dst <= 0xEFFFFFFF:
+                dst_mac = bytes((0x01, 0x00, 0x5E, (dst >> 16) & 0x7F, (dst >> 8) & 0xFF, dst & 0xFF))
+            head = dst_mac + src_mac + b"\x08\x00"
+            if len(self._l2_heads) > 65536:
+                self._l2_heads.clear()
+            self._l2_heads[key] = head
+        return head
 
     def _arp(self, frame: bytes, iface: str) -> Result:
         from pyfw.wire import arp
