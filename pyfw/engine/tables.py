@@ -49,11 +49,16 @@ class CompiledChain:
     counters: Counters | None   # policy counters
     index: ChainIndex | None = None
 
-    def select(self, pkt: Packet) -> list[CompiledRule]:
-        """The rules that can match `pkt`, in order (all of them when the
-        chain is short enough for a plain scan)."""
+    def select(self, pkt: Packet) -> tuple[list[CompiledRule], Callable[[Packet], list[CompiledRule]] | None]:
+        """The rules that can match `pkt`, in order: all of them for a plain
+        scan; for an indexed chain its leading unindexed rules now and a
+        function for the candidates after them, called only when the walk
+        gets past the head (the ESTABLISHED rule of a gateway usually ends
+        it first)."""
         index = self.index
-        return self.rules if index is None else index.candidates(pkt)
+        if index is None:
+            return self.rules, None
+        return list(index.head), index.candidates
 
 
 INDEX_MIN_RULES = 48
@@ -83,8 +88,13 @@ class ChainIndex:
 
     def __init__(self, rules: list[CompiledRule]) -> None:
         buckets: dict[tuple[Any, Any], _Bucket] = {}
-        for pos, cr in enumerate(rules):
-            proto, ports, splen, src, dplen, dst = _rule_keys(cr.rule)
+        keys = [_rule_keys(cr.rule) for cr in rules]
+        n = 0
+        while n < len(rules) and keys[n][0] is None and keys[n][2] == 0 and keys[n][4] == 0:
+            n += 1  # the head: rules that pin nothing indexable
+        self.head = rules[:n]
+        for pos in range(n, len(rules)):
+            proto, ports, splen, src, dplen, dst = keys[pos]
             for port in ports:
                 b = buckets.get((proto, port))
                 if b is None:
@@ -308,12 +318,17 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
     """Walk a built-in chain; return the verdict (NF_* with queue bits)."""
     chains = table.chains
     chain = base = chains[chain_name]
-    rules = base_rules = chain.select(pkt)
+    rules, tail = chain.select(pkt)
+    base_rules = rules
     i = 0
-    stack: list[tuple[CompiledChain, list[CompiledRule], int]] = []
+    stack: list[tuple[CompiledChain, list[CompiledRule], int, Any]] = []
     length = pkt.tot_len
     while True:
         if i >= len(rules):
+            if tail is not None:
+                rules.extend(tail(pkt))  # the indexed rest of the chain
+                tail = None
+                continue
             if chain.policy is not None:
                 pc = chain.counters
                 assert pc is not None
@@ -329,9 +344,9 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
             if pkt.trace:
                 _trace(table, chain, "return", len(chain.rules) + 1, pkt)
             if not stack:
-                chain, rules, i = base, base_rules, len(base_rules)
+                chain, rules, i, tail = base, base_rules, len(base_rules), None
                 continue
-            chain, rules, i = stack.pop()
+            chain, rules, i, tail = stack.pop()
             continue
         cr = rules[i]
         i += 1
@@ -364,14 +379,16 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
         if kind == A_RETURN:
             if not stack:
                 # RETURN with nothing to return to: the built-in's policy
-                chain, rules, i = base, base_rules, len(base_rules)
+                chain, rules, i, tail = base, base_rules, len(base_rules), None
                 continue
-            chain, rules, i = stack.pop()
+            chain, rules, i, tail = stack.pop()
             continue
         target = chains[cr.arg]
         if kind == A_JUMP:
-            stack.append((chain, rules, i))
-        chain, rules, i = target, target.select(pkt), 0
+            stack.append((chain, rules, i, tail))
+        chain = target
+        rules, tail = target.select(pkt)
+        i = 0
 
 
 def _trace(table: CompiledTable, chain: CompiledChain, comment: str, number: int,
