@@ -18,6 +18,9 @@ if [ "$want_test" = 1 ] || [ "${PYFW_SETUP_APT:-0}" = 1 ]; then
     command -v "$cmd" >/dev/null 2>&1 || apt_pkgs+=("$pkg")
   done
   [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || apt_pkgs+=(libnetfilter-queue-dev)
+  command -v gcc >/dev/null 2>&1 || apt_pkgs+=(gcc)
+  python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || apt_pkgs+=(python3-dev)
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -34,6 +37,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_test" = 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  # the NFQUEUE binding compiles against libnetfilter-queue; its tests skip without it
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[nfqueue]' \
+    || echo "setup: the nfqueue extra did not install; the daemon tests will skip" >&2
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi

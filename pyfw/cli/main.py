@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SOCKET = "/run/pyfw/pyfw.sock"
 VERSION_TEXT = "v1.8.9 (legacy)"
@@ -66,12 +67,49 @@ def _extract_where(argv: list[str]) -> tuple[list[str], _Where, str | None]:
     return rest, _Where(file, socket), error
 
 
+# Rulesets held in memory by a running daemon, by socket path: commands
+# naming that socket act on them (pyfw.daemon.control), not on a file.  A
+# store has the interface of pyfw.cli.store: locked, load, save, LockTimeout.
+LIVE_STORES: dict[str, Any] = {}
+
+
+def _store_for(path: Path) -> Any:
+    """The daemon's live store for `path` if it is one, else the file store."""
+    live = LIVE_STORES.get(str(path))
+    if live is not None:
+        return live
+    from pyfw.cli import store
+
+    return store
+
+
+def _forward_to_daemon(argv: list[str], stdin: str | None) -> Result | None:
+    """Send the command to the daemon listening on --socket (or PYFW_SOCKET),
+    if there is one and it is not this process's own live store."""
+    _, where, error = _extract_where(argv[1:])
+    if error or where.file:
+        return None
+    sock = where.socket
+    if sock is None and not os.environ.get("PYFW_FILE"):
+        sock = os.environ.get("PYFW_SOCKET") or DEFAULT_SOCKET
+    if not sock or sock in LIVE_STORES or not os.path.exists(sock):
+        return None
+    from pyfw.daemon.control import request
+
+    rest = [argv[0], *_extract_where(argv[1:])[0]]
+    if stdin is None and os.path.basename(argv[0]).endswith("-restore") and not sys.stdin.isatty():
+        stdin = sys.stdin.read()
+    return request(sock, rest, stdin)
+
+
 def _resolve_where(where: _Where) -> tuple[Path | None, str | None]:
     """(file, error message)."""
     if where.file and where.socket:
         return None, "--file and --socket cannot be used together"
     if where.file:
         return Path(where.file), None
+    if where.socket and where.socket in LIVE_STORES:
+        return Path(where.socket), None
     if where.socket:
         return None, (f"cannot reach the pyfw daemon at {where.socket}: the daemon is not "
                       "available yet; use --file PATH (or PYFW_FILE) for a ruleset file")
@@ -142,6 +180,9 @@ def run(argv: list[str], stdin: str | None = None) -> Result:
 
 def _run(argv: list[str], stdin: str | None) -> Result:
     prog = os.path.basename(argv[0]) if argv else "pyfw"
+    forwarded = _forward_to_daemon(argv, stdin) if argv else None
+    if forwarded is not None:
+        return forwarded
     if prog.endswith("-save"):
         return _run_save(argv)
     if prog.endswith("-restore"):
@@ -170,7 +211,7 @@ def _run_pyfw(argv: list[str]) -> Result:
     path, problem = _resolve_where(where)
     if path is None:
         return Result(2, "", f"{prog}: {problem}\n")
-    from pyfw.cli import store
+    store = _store_for(path)
     from pyfw.ruleset.commands import (
         chain_hooks,
         collect_uses,
@@ -267,7 +308,7 @@ def _run_save(argv: list[str]) -> Result:
     path, problem = _resolve_where(where)
     if path is None:
         return Result(2, "", f"{prog}: {problem}\n")
-    from pyfw.cli import store
+    store = _store_for(path)
     from pyfw.ruleset.format import save_table
 
     with store.locked(path):
@@ -393,7 +434,7 @@ def _run_restore(argv: list[str], stdin: str | None) -> Result:
     path, problem = _resolve_where(where)
     if path is None:
         return Result(2, "", f"{prog}: {problem}\n")
-    from pyfw.cli import store
+    store = _store_for(path)
 
     try:
         with store.locked(path, wait if wait else None):

@@ -15,5 +15,9 @@ def main_sub(name: str, argv: list[str]) -> None:
         from pyfw.cli.simulate import main
 
         raise SystemExit(main(argv))
+    if name == "daemon":
+        from pyfw.daemon.main import main as daemon_main
+
+        raise SystemExit(daemon_main(argv))
     sys.stderr.write(f"pyfw {name}: not available in this version yet\n")
     raise SystemExit(2)

@@ -1,0 +1,1 @@
+"""`pyfw daemon`: the engine running on live traffic (NFQUEUE for now)."""
