@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import re
 import shlex
 import sys
@@ -78,11 +77,14 @@ CORE_LONG = frozenset((
 
 
 def shared_dir() -> Path:
-    """/work/shared (env PYFW_SHARED overrides; else ../shared of the repo)."""
-    env = os.environ.get("PYFW_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared"
+    """The shared test data (tests/paths.py: $PYFW_SHARED, ../shared beside
+    the checkout, else /work/shared)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from paths import SHARED
+
+    return SHARED
 
 
 def conformance_dir() -> Path:
