@@ -280,6 +280,13 @@ class Engine:
             if pkt is None:
                 res.path = "prerouting"
                 return NF_STOLEN
+        v = self._prerouting_hooks(pkt, tr)
+        if v != NF_ACCEPT:
+            return v
+        return self._route_input(pkt, res, tr)
+
+    def _prerouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None) -> int:
+        """PREROUTING in priority order: raw, conntrack, mangle, nat (DNAT)."""
         v = self._table("raw", "PREROUTING", pkt, tr)
         if v != NF_ACCEPT:
             return v
@@ -292,10 +299,21 @@ class Engine:
         if v != NF_ACCEPT:
             return v
         if self.tracking:
-            v = self.nat.hook(pkt, "PREROUTING", self._nat_chain("PREROUTING", tr))
+            return self.nat.hook(pkt, "PREROUTING", self._nat_chain("PREROUTING", tr))
+        return NF_ACCEPT
+
+    def _postrouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None) -> int:
+        """POSTROUTING in priority order: mangle, nat (SNAT), conntrack confirm."""
+        v = self._table("mangle", "POSTROUTING", pkt, tr)
+        if v != NF_ACCEPT:
+            return v
+        if self.tracking:
+            v = self.nat.hook(pkt, "POSTROUTING", self._nat_chain("POSTROUTING", tr))
             if v != NF_ACCEPT:
                 return v
-        return self._route_input(pkt, res, tr)
+            if not self.ct.confirm(pkt):
+                return NF_DROP
+        return NF_ACCEPT
 
     def _nat_chain(self, hook: str, tr: list[TraceStep] | None) -> Callable[[Packet], int] | None:
         """The nat table's walk for `nat.hook`, or None without a nat table
@@ -524,15 +542,9 @@ class Engine:
     def _loopback(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
         """To one of our own addresses: POSTROUTING on lo, then in again."""
         pkt.outdev = "lo"
-        v = self._table("mangle", "POSTROUTING", pkt, tr)
+        v = self._postrouting_hooks(pkt, tr)
         if v != NF_ACCEPT:
             return v
-        if self.tracking:
-            v = self.nat.hook(pkt, "POSTROUTING", self._nat_chain("POSTROUTING", tr))
-            if v != NF_ACCEPT:
-                return v
-            if not self.ct.confirm(pkt):
-                return NF_DROP
         res.out = "lo"
         back = pkt.copy()
         back.indev, back.outdev, back.local = "lo", "", False
@@ -544,29 +556,13 @@ class Engine:
         return NF_ACCEPT
 
     def _prerouting_lo(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> None:
-        v = self._table("raw", "PREROUTING", pkt, tr)
-        if v != NF_ACCEPT:
-            return
-        if self.tracking:
-            pkt.hook = "PREROUTING"
-            if self.ct.in_hook(pkt) != NF_ACCEPT:
-                return
-        if self._table("mangle", "PREROUTING", pkt, tr) != NF_ACCEPT:
-            return
-        if self.tracking and self.nat.hook(pkt, "PREROUTING", self._nat_chain("PREROUTING", tr)) != NF_ACCEPT:
-            return
-        self._input(pkt, res, tr)
+        if self._prerouting_hooks(pkt, tr) == NF_ACCEPT:
+            self._input(pkt, res, tr)
 
     def _postrouting(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
-        v = self._table("mangle", "POSTROUTING", pkt, tr)
+        v = self._postrouting_hooks(pkt, tr)
         if v != NF_ACCEPT:
             return v
-        if self.tracking:
-            v = self.nat.hook(pkt, "POSTROUTING", self._nat_chain("POSTROUTING", tr))
-            if v != NF_ACCEPT:
-                return v
-            if not self.ct.confirm(pkt):
-                return NF_DROP
         res.out = rr.dev
         self._transmit(pkt, rr, res)
         return NF_ACCEPT
