@@ -31,8 +31,6 @@ between them, and everything is deleted on exit, whatever happens.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import gc
 import io
@@ -45,15 +43,15 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CLONE_NEWNET = 0x40000000
+from oracle import in_netns  # noqa: E402
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-_libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 PID_TAG = os.getpid() & 0xFFFF
 
@@ -71,23 +69,6 @@ def lab_problem() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with this thread in namespace `name` (children forked
-    meanwhile are born there too)."""
-    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        try:
-            yield
-        finally:
-            if _libc.setns(orig, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(orig)
-        os.close(target)
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:

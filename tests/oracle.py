@@ -175,3 +175,23 @@ def offline(required: bool = True) -> Iterator[bool]:
                 raise OSError(err, f"setns back to the original network namespace: {os.strerror(err)}")
     finally:
         os.close(orig)
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the block with this thread in namespace `name` (sockets made and
+    children forked meanwhile live there)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        try:
+            yield
+        finally:
+            if libc.setns(orig, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(orig)
+        os.close(target)

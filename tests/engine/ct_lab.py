@@ -17,8 +17,6 @@ on exit.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import os
 import shutil
@@ -28,11 +26,10 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from oracle import in_netns  # noqa: E402
+
 _count = itertools.count()
 
 CLIENT, ROUTER0, ROUTER1, SERVER = "10.9.1.2", "10.9.1.1", "10.9.2.1", "10.9.2.2"
@@ -96,21 +93,6 @@ def _run(*argv: str, check: bool = True, timeout: float = 60) -> str:
     return proc.stdout
 
 
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        try:
-            yield
-        finally:
-            if _libc.setns(orig, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(orig)
-        os.close(target)
 
 
 class CtLab:

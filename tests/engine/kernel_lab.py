@@ -12,25 +12,22 @@ log by their unique prefix.  Everything is deleted on exit.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import os
 import select
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
+from oracle import in_netns as _in_netns
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
 PEER_IP, FW_IP0, FW_IP1, PEER2_IP = "10.77.0.1", "10.77.0.2", "10.77.1.1", "10.77.1.2"
 
 _counter = itertools.count()
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def problem() -> str | None:
@@ -50,21 +47,6 @@ def _run(*argv: str, check: bool = True) -> str:
     return proc.stdout
 
 
-@contextlib.contextmanager
-def _in_netns(name: str) -> Iterator[None]:
-    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        try:
-            yield
-        finally:
-            if _libc.setns(orig, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(orig)
-        os.close(target)
 
 
 class Lab:

@@ -14,23 +14,20 @@ exit, whatever happens.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import os
 import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
+from oracle import in_netns  # noqa: E402
+
 ETH_P_ALL = 0x0003
 PEER_IP, FW_IP = "10.77.0.1", "10.77.0.2"
 
 _counter = itertools.count()
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def lab_problem() -> str | None:
@@ -51,22 +48,6 @@ def _run(*argv: str, check: bool = True, stdin: str | None = None) -> str:
     return proc.stdout
 
 
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with this thread in namespace `name`."""
-    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        try:
-            yield
-        finally:
-            if _libc.setns(orig, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(orig)
-        os.close(target)
 
 
 _RULE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+)")
