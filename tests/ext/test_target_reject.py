@@ -3,12 +3,12 @@ iptables accepts, and the kernel's tcp-reset check."""
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 from paths import SHARED
+from tfile import check_t_line, t_lines
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import INV_PROTO, ArgvCursor, Call, CheckContext, RuleIp
@@ -95,38 +95,8 @@ def test_kernel_registration() -> None:
 T_FILE = (SHARED / "conformance/iptables-t/libipt_REJECT.t")
 
 
-def _t_lines() -> list[tuple[int, str, str, str, list[str]]]:
-    """(line number, table, rule, expected, chains) of the .t file."""
-    out = []
-    chains: list[str] = []
-    table = "filter"
-    for n, line in enumerate(T_FILE.read_text().splitlines(), 1):
-        if not line or line[0] in "#@%":
-            continue
-        if line[0] == ":":
-            chains = line[1:].split(",")
-        elif line[0] == "*":
-            table = line[1:]
-        else:
-            rule, expected, result = line.split(";")[:3]
-            out.append((n, table, rule, expected if result.rstrip() == "OK" else "", chains))
-    return out
-
-
 @pytest.mark.skipif(not T_FILE.exists(), reason="conformance data not present")
-@pytest.mark.parametrize("n,table,rule,expected,chains", _t_lines() if T_FILE.exists() else [])
+@pytest.mark.parametrize("n,table,rule,expected,chains", t_lines(T_FILE) if T_FILE.exists() else [])
 def test_t_file(tmp_path: Path, n: int, table: str, rule: str, expected: str, chains: list[str]) -> None:
     """Every line of libipt_REJECT.t (1.8.9 passes them all), as the upstream harness runs it."""
-    from pyfw.cli.main import run as cli
-
-    for chain in chains:
-        path = str(tmp_path / f"rs-{chain}")
-        rc, _, err = cli(["pyfw", "--file", path, "-A", chain, "-t", table, *shlex.split(rule)])
-        if not expected:
-            assert rc != 0
-            continue
-        assert rc == 0, err
-        saved = cli(["pyfw-save", "--file", path]).out
-        want = rule if expected == "=" else expected
-        assert f"\n-A {chain} {want}\n" in saved
-        assert cli(["pyfw", "--file", path, "-D", chain, "-t", table, *shlex.split(rule)]).rc == 0
+    check_t_line(tmp_path, table, rule, expected, chains)
