@@ -4,49 +4,10 @@ as iptables-legacy 1.8.9 does them."""
 
 from __future__ import annotations
 
-import shlex
-from typing import Any
-
 import pytest
+from targetkit import check, parse, refused, texts
 
-from pyfw.errors import EINVAL, KernelError, ParameterProblem
-from pyfw.ext.base import CheckContext
-from pyfw.ruleset.argparse import parse_command
-
-
-def parse(args: str, table: str = "mangle", chain: str = "INPUT") -> Any:
-    """Parse `-A chain ARGS` with the core's parser; the target's use."""
-    return parse_command(["iptables", "-t", table, "-A", chain, *shlex.split(args)])
-
-
-def texts(args: str, table: str = "mangle", chain: str = "INPUT") -> tuple[str, str, str]:
-    """(save, print, print numeric) of the rule's target."""
-    p = parse(args, table, chain)
-    t = p.target_ext
-    ip = p.base.ip
-    return t.ext.save(t.data, ip), t.ext.print(t.data, ip, False), t.ext.print(t.data, ip, True)
-
-
-def check(args: str, table: str = "mangle", chain: str = "INPUT",
-          hooks: frozenset[str] | None = None) -> None:
-    """Run the target's kernel check (the generic table/proto part too)."""
-    p = parse(args, table, chain)
-    t = p.target_ext
-    ext = t.ext
-    ip = p.base.ip
-    if ext.table is not None and ext.table != table:
-        raise KernelError("table")
-    if ext.proto and (ip.proto != ext.proto or ip.invflags & 0x40):
-        raise KernelError("proto")
-    ctx = CheckContext(table, chain, frozenset({chain}) if hooks is None else hooks, ip,
-                       matches=tuple((m.ext.name, m.data) for m in p.matches), target=ext.name)
-    ext.check(t.data, ctx)
-
-
-def refused(args: str, table: str = "mangle", chain: str = "INPUT") -> str:
-    with pytest.raises(ParameterProblem) as info:
-        parse(args, table, chain)
-    return info.value.message
+from pyfw.errors import EINVAL, KernelError
 
 
 @pytest.mark.parametrize("args,expected", [
