@@ -112,38 +112,14 @@ class Nfqueue(Target):
         return target
 
 
-def _rol32(v: int, n: int) -> int:
-    return ((v << n) | (v >> (32 - n))) & 0xFFFFFFFF
-
-
-def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
-    """The kernel's jhash_3words (Bob Jenkins' lookup3 final mix)."""
-    m = 0xFFFFFFFF
-    iv = (initval + 0xDEADBEEF + (3 << 2)) & m
-    a, b, c = (a + iv) & m, (b + iv) & m, (c + iv) & m
-    c ^= b
-    c = (c - _rol32(b, 14)) & m
-    a ^= c
-    a = (a - _rol32(c, 11)) & m
-    b ^= a
-    b = (b - _rol32(a, 25)) & m
-    c ^= b
-    c = (c - _rol32(b, 16)) & m
-    a ^= c
-    a = (a - _rol32(c, 4)) & m
-    b ^= a
-    b = (b - _rol32(a, 14)) & m
-    c ^= b
-    c = (c - _rol32(b, 24)) & m
-    return c
-
-
 def nfqueue_hash(ip: bytes | bytearray, total: int, initval: int) -> int:
     """hash_v4 + reciprocal_scale: the offset into the queue range.  The
     addresses are the raw header words as a little-endian CPU loads them
     (the kernel's __force u32), the smaller first so that both directions
     hash alike.  The kernel seeds the hash at random once per boot; pyfw
     uses the seed kept in Env.shared("NFQUEUE", "jhash_initval") (0)."""
+    from pyfw.engine.jhash import jhash_3words
+
     s = int.from_bytes(ip[12:16], "little")
     d = int.from_bytes(ip[16:20], "little")
     if s < d:

@@ -23,9 +23,9 @@ from pyfw.engine.api import (  # noqa: E402
     NF_DROP,
 )
 from pyfw.engine.conntrack.conn import Conn, Tuple  # noqa: E402
+from pyfw.engine.jhash import jhash2  # noqa: E402
 from pyfw.engine.nat import Nat, invert  # noqa: E402
 from pyfw.engine.nat.addr import first_address, ifa_list, select_address  # noqa: E402
-from pyfw.engine.nat.jhash import jhash2  # noqa: E402
 from pyfw.engine.nat.manip import csum_replace, inet_checksum  # noqa: E402
 from pyfw.ext.nat_common import RANGE_MAP_IPS, RANGE_PERSISTENT, NatRange  # noqa: E402
 

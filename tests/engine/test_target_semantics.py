@@ -25,9 +25,10 @@ from pyfw.engine.api import (  # noqa: E402
     XT_CONTINUE,
 )
 from pyfw.engine.conntrack.conn import Conn, Tuple  # noqa: E402
+from pyfw.engine.jhash import jhash_3words  # noqa: E402
 from pyfw.engine.logtext import format_packet, format_trace  # noqa: E402
 from pyfw.ext._csum import sum16, verifies  # noqa: E402
-from pyfw.ext.target_nfqueue import jhash_3words, nfqueue_hash  # noqa: E402
+from pyfw.ext.target_nfqueue import nfqueue_hash  # noqa: E402
 
 ETH = bytes.fromhex("0a0000000002" "0a0000000001" "0800")
 

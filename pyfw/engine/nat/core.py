@@ -39,8 +39,8 @@ from pyfw.engine.api import (
     NF_DROP,
 )
 from pyfw.engine.conntrack.conn import Conn, Tuple
+from pyfw.engine.jhash import jhash2, reciprocal_scale
 from pyfw.engine.nat import addr
-from pyfw.engine.nat.jhash import jhash2, reciprocal_scale
 from pyfw.engine.nat.manip import (
     ICMP_ID_TYPES,
     IPPROTO_GRE,

@@ -1,8 +1,9 @@
-"""Bob Jenkins' lookup3 word hash (the kernel's jhash2).
+"""Bob Jenkins' lookup3 word hash (the kernel's jhash2 / jhash_3words).
 
-find_best_ips_proto picks an address in a range with jhash2 of the
+NAT's find_best_ips_proto picks an address in a range with jhash2 of the
 addresses and no secret, so the choice can be made exactly as Linux makes
-it.  The words are what a little-endian machine reads from the tuple.
+it; NFQUEUE's --queue-balance hashes the addresses with jhash_3words.  The
+words are what a little-endian machine reads from the packet.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def jhash2(words: list[int] | tuple[int, ...], initval: int) -> int:
     c ^= b
     c = (c - _rol(b, 24)) & _M
     return c
+
+
+def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
+    """jhash_3words: the same as jhash2 of the three words."""
+    return jhash2((a, b, c), initval)
 
 
 def reciprocal_scale(val: int, ep_ro: int) -> int:
