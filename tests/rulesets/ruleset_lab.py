@@ -34,40 +34,18 @@ import os
 import re
 import select
 import socket
-import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway_lab import _run, lab_problem  # noqa: E402,F401
 from oracle import in_netns  # noqa: E402
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 _counter = itertools.count()
-
-
-def lab_problem() -> str | None:
-    """Why the lab cannot run here (None when it can)."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, iptables-legacy, raw sockets)"
-    for tool in ("ip", "iptables-legacy-restore", "iptables-legacy-save", "conntrack", "ethtool", "sysctl"):
-        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
-            return f"{tool} missing"
-    if not os.access("/dev/kmsg", os.R_OK):
-        return "/dev/kmsg not readable"
-    Path("/run/netns").mkdir(parents=True, exist_ok=True)
-    return None
-
-
-
-
-def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, input=stdin)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
-    return proc.stdout
 
 
 def log_prefixes(rules: str) -> list[str]:
