@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Set up pyfw in ./.venv (idempotent, non-interactive).  With --test, also the
-# packages the test suite needs: iptables-legacy and friends for the kernel
-# oracle, and the dev extras.
+# Set up pyfw in ./.venv (idempotent, non-interactive).
+#   (no option)  pyfw itself
+#   --demo       also what scripts/demo.sh runs: iptables, iproute2, curl,
+#                ping, netcat and the NFQUEUE binding (compiled here against
+#                libnetfilter-queue)
+#   --test       also what the test suite needs: the above, conntrack,
+#                tcpdump, ethtool and the dev extras
+# A stamp in .venv remembers what was installed for which pyproject.toml, so
+# a second run does not ask pip again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+mode=base
+case "${1:-}" in
+  --test) mode=test ;;
+  --demo) mode=demo ;;
+  "") ;;
+  *) echo "usage: $0 [--demo | --test]" >&2; exit 2 ;;
+esac
 
 export DEBIAN_FRONTEND=noninteractive
 apt_pkgs=()
 if ! command -v python3 >/dev/null 2>&1; then apt_pkgs+=(python3); fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_pkgs+=(python3-venv python3-pip); fi
-if [ "$want_test" = 1 ] || [ "${PYFW_SETUP_APT:-0}" = 1 ]; then
-  for cmd_pkg in iptables-legacy:iptables conntrack:conntrack tcpdump:tcpdump curl:curl ping:iputils-ping ip:iproute2 ethtool:ethtool nc:netcat-openbsd; do
+if [ "$mode" != base ] || [ "${PYFW_SETUP_APT:-0}" = 1 ]; then
+  cmds="iptables-legacy:iptables ip:iproute2 ss:iproute2 curl:curl ping:iputils-ping nc:netcat-openbsd gcc:gcc"
+  [ "$mode" = test ] && cmds="$cmds conntrack:conntrack tcpdump:tcpdump ethtool:ethtool"
+  for cmd_pkg in $cmds; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
     command -v "$cmd" >/dev/null 2>&1 || apt_pkgs+=("$pkg")
   done
   [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || apt_pkgs+=(libnetfilter-queue-dev)
-  command -v gcc >/dev/null 2>&1 || apt_pkgs+=(gcc)
   python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || apt_pkgs+=(python3-dev)
 fi
@@ -34,12 +46,22 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-if [ "$want_test" = 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-  # the NFQUEUE binding compiles against libnetfilter-queue; its tests skip without it
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[nfqueue]' \
-    || echo "setup: the nfqueue extra did not install; the daemon tests will skip" >&2
-else
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+stamp=.venv/.pyfw-setup-$mode
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $PWD"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'import pyfw' 2>/dev/null; then
+  exit 0
 fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${pip[@]}" --upgrade pip >/dev/null 2>&1 || true
+case $mode in
+  test)
+    "${pip[@]}" -e '.[dev]'
+    # the NFQUEUE binding compiles against libnetfilter-queue; its tests skip without it
+    if ! "${pip[@]}" -e '.[nfqueue]'; then
+      echo "setup: the nfqueue extra did not install; the daemon tests will skip" >&2
+      exit 0
+    fi ;;
+  demo) "${pip[@]}" -e '.[nfqueue]' ;;
+  base) "${pip[@]}" -e . ;;
+esac
+echo "$want" > "$stamp"
