@@ -114,6 +114,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--nfqueue", type=int, required=True, metavar="NUM")
     ap.add_argument("--ruleset", metavar="FILE")
     ap.add_argument("--socket", default=os.environ.get("PYFW_SOCKET") or DEFAULT_SOCKET, metavar="PATH")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="N packet processes on queues NUM..NUM+N-1 (pyfw.daemon.workers)")
+    ap.add_argument("--outside", action="append", metavar="IF",
+                    help="an interface facing the outside, for --workers steering (default: the default route's)")
     args = ap.parse_args(argv)
     if not 0 <= args.nfqueue <= 65535:
         _log(f"queue number {args.nfqueue} out of range 0-65535")
@@ -133,6 +137,13 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         _log(f"cannot read the host's interfaces and routes: {exc}")
         return 1
+    if args.workers != 1:
+        if not 2 <= args.workers <= 256:
+            _log(f"--workers {args.workers} out of range 1-256")
+            return 2
+        from pyfw.daemon import workers
+
+        return workers.run(args, ruleset, host, _log, _reload)
     engine = LiveEngine(ruleset, host)
     live = LiveStore(engine.ruleset, engine.load)
     stopping = False

@@ -70,6 +70,7 @@ class Adapter:
         self.stats: dict[str, int] = {}
         self.pending: dict[bytes, bytes] = {}  # _post_key -> the engine's packet
         self.debug: Any = None  # a callable taking one line per packet
+        self.post_mark = POST_MARK  # a worker's own (pyfw.daemon.steer.post_mark)
         self._names: dict[int, str] = {}
         self._heads: dict[str, bytes] = {}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -167,7 +168,7 @@ class Adapter:
                 if len(self.pending) >= MAX_PENDING:
                     self.pending.pop(next(iter(self.pending)))
                 self.pending[_post_key(data)] = final
-                qp.set_mark(POST_MARK)
+                qp.set_mark(self.post_mark)
                 self._count("accept-post")
                 qp.accept()
                 return

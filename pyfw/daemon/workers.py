@@ -1,0 +1,442 @@
+"""`pyfw daemon --nfqueue NUM --workers N`: N packet processes and one parent.
+
+The parent owns what is shared: the control socket, the signals, the
+kernel rules (pyfw.daemon.steer sends every connection to one worker) and
+the authoritative copy of the ruleset.  Worker k binds queue NUM+k and runs
+its own LiveEngine, so it owns the connections steered to it.  They talk
+over one pipe each, the parent asking and the worker answering:
+
+- `hold`: the worker answers with its rule counters and then serves only
+  the pipe until `go`.  The parent holds every worker around each control
+  command, so a command (and a restore) acts between two packets of every
+  worker at once, as in the single process: the packets wait in the
+  kernel's queues meanwhile.
+- `apply` (while held): a new ruleset, swapped in by all before any goes on.
+- `call`: a function `module:name(engine, *args)` run in each worker, one
+  answer per worker (the connection table's union is built from these).
+- `stop`: the worker answers with its statistics, unbinds and exits.
+
+Counters: each worker counts its own packets.  The union is the per-rule
+sum, rules identified by their position (table, chain, index) in a
+ruleset all workers share; a new ruleset goes to worker 0 with the counters
+the parent holds and to the others zeroed, so the sum stays the total.
+
+A worker that dies stops the daemon (its connections are gone); a parent
+that dies leaves its workers a closed pipe, on which they exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pickle
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pyfw.ruleset.model import Ruleset
+
+ANSWER_TIMEOUT = 30.0
+
+
+# ------------------------------------------------------------------ counters
+def counter_shape(ruleset: Ruleset) -> list[tuple[str, str, int]]:
+    return [(t.name, c.name, len(c.rules)) for t in ruleset.tables.values() for c in t.chains.values()]
+
+
+def dump_counters(ruleset: Ruleset) -> tuple[list[tuple[str, str, int]], list[int]]:
+    """The shape of the ruleset and its counters flat: per chain the
+    policy's packets and bytes, then each rule's."""
+    flat: list[int] = []
+    for t in ruleset.tables.values():
+        for c in t.chains.values():
+            flat += (c.counters.packets, c.counters.bytes)
+            for r in c.rules:
+                flat += (r.counters.packets, r.counters.bytes)
+    return counter_shape(ruleset), flat
+
+
+def load_counters(ruleset: Ruleset, flat: list[int]) -> None:
+    it = iter(flat)
+    for t in ruleset.tables.values():
+        for c in t.chains.values():
+            c.counters.packets, c.counters.bytes = next(it), next(it)
+            for r in c.rules:
+                r.counters.packets, r.counters.bytes = next(it), next(it)
+
+
+def zero_counters(ruleset: Ruleset) -> None:
+    for t in ruleset.tables.values():
+        for c in t.chains.values():
+            c.counters.zero()
+            for r in c.rules:
+                r.counters.zero()
+
+
+# ------------------------------------------------------------------ worker side
+def conntrack_format(engine: Any) -> str:
+    """This worker's connections as `conntrack -L` lines."""
+    return str(engine.ct.format(time.monotonic()))
+
+
+def conntrack_count(engine: Any) -> int:
+    return int(engine.ct.count())
+
+
+def _resolve(name: str) -> Callable[..., Any]:
+    module, _, func = name.rpartition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module or __name__), func)
+    return fn
+
+
+class Worker:
+    """The process behind queue num+k."""
+
+    def __init__(self, k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: Any) -> None:
+        from pyfw.daemon.nfqueue import Adapter, LiveEngine
+        from pyfw.daemon.steer import post_mark
+
+        self.k = k
+        self.conn = conn
+        if k:
+            zero_counters(ruleset)
+        self.engine = LiveEngine(ruleset, host)
+        self.adapter = Adapter(num + k, self.engine)
+        self.adapter.post_mark = post_mark(k)
+        if debug:
+            self.adapter.debug = lambda text: debug(f"worker {k}: {text}")
+
+    def stats(self) -> dict[str, int]:
+        return {**self.adapter.stats, **self.engine.stats}
+
+    def serve(self, msg: tuple[Any, ...]) -> tuple[Any, ...]:
+        """One request of the parent; its answer."""
+        what = msg[0]
+        if what == "hold":
+            return ("held", *dump_counters(self.engine.ruleset))
+        if what == "apply":
+            ruleset: Ruleset = pickle.loads(msg[1])
+            if self.k:
+                zero_counters(ruleset)
+            self.engine.load(ruleset)
+            return ("ok",)
+        if what == "call":
+            try:
+                return ("ok", _resolve(msg[1])(self.engine, *msg[2]))
+            except Exception as exc:
+                return ("error", f"{type(exc).__name__}: {exc}")
+        if what == "stats":
+            return ("ok", self.stats())
+        return ("error", f"unknown request {what!r}")
+
+    def run(self) -> None:
+        waitables: list[Any] = [self.adapter, self.conn]
+        while True:
+            try:
+                ready, _, _ = select.select(waitables, [], [], 1.0)
+            except InterruptedError:
+                continue
+            if self.adapter in ready:
+                self.adapter.run_ready()
+            if self.conn in ready:
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    return  # the parent is gone
+                if msg[0] == "stop":
+                    self.conn.send(("ok", self.stats()))
+                    return
+                self.conn.send(self.serve(msg))
+                if msg[0] == "hold":
+                    if not self._held():
+                        return
+
+    def _held(self) -> bool:
+        """Serve the pipe only, until `go` (False: the parent is gone or stops us)."""
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                return False
+            if msg[0] == "go":
+                return True
+            if msg[0] == "stop":
+                self.conn.send(("ok", self.stats()))
+                return False
+            self.conn.send(self.serve(msg))
+
+
+def _worker_main(k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: bool,
+                 parent_ends: list[Connection]) -> None:
+    # the parent's ends of the pipes came along with the fork: without
+    # closing them a worker would not see its parent go
+    for end in parent_ends:
+        end.close()
+    # the parent stops the workers; a signal to the whole group must not
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    log = _log_line if debug else None
+    try:
+        worker = Worker(k, num, conn, ruleset, host, log)
+    except Exception as exc:
+        conn.send(("error", f"cannot bind NFQUEUE {num + k}: {exc}"))
+        return
+    conn.send(("ready",))
+    try:
+        worker.run()
+    finally:
+        with contextlib.suppress(Exception):
+            worker.adapter.close()
+
+
+def _log_line(text: str) -> None:
+    import sys
+
+    sys.stderr.write(f"pyfw daemon: {text}\n")
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------ parent side
+class WorkerDied(Exception):
+    pass
+
+
+class WorkerPool:
+    """The parent's handle on its workers."""
+
+    def __init__(self, num: int, n: int, ruleset: Ruleset, host: Any, debug: bool = False) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.num = num
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        self.held_now = False
+        for k in range(n):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(k, num, child, ruleset, host, debug, [*self.conns, parent]),
+                            name=f"pyfw-worker-{k}", daemon=True)
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+        for k, answer in enumerate(self._answers()):
+            if answer[0] != "ready":
+                self.stop()
+                raise OSError(answer[1] if len(answer) > 1 else f"worker {k} failed to start")
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    def _answers(self) -> list[tuple[Any, ...]]:
+        out = []
+        for k, conn in enumerate(self.conns):
+            try:
+                if not conn.poll(ANSWER_TIMEOUT):
+                    raise WorkerDied(f"worker {k} does not answer")
+                out.append(conn.recv())
+            except (EOFError, OSError) as exc:
+                raise WorkerDied(f"worker {k} is gone") from exc
+        return out
+
+    def _ask(self, *msg: Any) -> list[tuple[Any, ...]]:
+        for k, conn in enumerate(self.conns):
+            try:
+                conn.send(msg)
+            except OSError as exc:
+                raise WorkerDied(f"worker {k} is gone") from exc
+        return self._answers()
+
+    @contextlib.contextmanager
+    def held(self, ruleset: Ruleset) -> Iterator[None]:
+        """Every worker paused between two packets; `ruleset`'s counters set
+        to the sum of theirs first."""
+        if self.held_now:
+            yield
+            return
+        answers = self._ask("hold")
+        self.held_now = True
+        try:
+            shape = counter_shape(ruleset)
+            if all(a[1] == shape for a in answers):
+                total = [sum(col) for col in zip(*(a[2] for a in answers), strict=True)]
+                load_counters(ruleset, total)
+            yield
+        finally:
+            self.held_now = False
+            for conn in self.conns:
+                with contextlib.suppress(OSError):
+                    conn.send(("go",))
+
+    def apply(self, ruleset: Ruleset) -> None:
+        """Swap in a new ruleset in every worker (call it while held)."""
+        blob = pickle.dumps(ruleset, protocol=pickle.HIGHEST_PROTOCOL)
+        for a in self._ask("apply", blob):
+            if a[0] != "ok":
+                raise WorkerDied(f"a worker refused the ruleset: {a[1:]}")
+
+    def call(self, func: str, *args: Any) -> list[Any]:
+        """`func(engine, *args)` in each worker; the answers in worker order."""
+        out = []
+        for a in self._ask("call", func, args):
+            if a[0] != "ok":
+                raise RuntimeError(str(a[1]))
+            out.append(a[1])
+        return out
+
+    def stats(self) -> list[dict[str, int]]:
+        return [a[1] for a in self._ask("stats")]
+
+    def stop(self) -> list[dict[str, int]]:
+        """Stop every worker; their last statistics (of those that answered)."""
+        out: list[dict[str, int]] = []
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        for conn in self.conns:
+            with contextlib.suppress(EOFError, OSError):
+                if conn.poll(5.0):
+                    a = conn.recv()
+                    if a[0] == "ok":
+                        out.append(a[1])
+        for p in self.procs:
+            p.join(timeout=5.0)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5.0)
+        for conn in self.conns:
+            conn.close()
+        return out
+
+
+def union_stats(stats: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in stats:
+        for key, v in s.items():
+            out[key] = out.get(key, 0) + v
+    return out
+
+
+# ------------------------------------------------------------------ the parent's loop
+class SteerRules:
+    """The steering rules this daemon added, to remove exactly those."""
+
+    def __init__(self, rules: list[tuple[str, str, list[str]]], iptables: str) -> None:
+        self.rules = rules
+        self.iptables = iptables
+        self.added: list[tuple[str, str, list[str]]] = []
+
+    def install(self) -> None:
+        positions: dict[tuple[str, str], int] = {}
+        try:
+            for table, chain, spec in self.rules:
+                pos = positions[(table, chain)] = positions.get((table, chain), 0) + 1
+                subprocess.run([self.iptables, "-w", "-t", table, "-I", chain, str(pos), *spec],
+                               check=True, capture_output=True, text=True)
+                self.added.append((table, chain, spec))
+        except (subprocess.CalledProcessError, OSError):
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        while self.added:
+            table, chain, spec = self.added.pop()
+            subprocess.run([self.iptables, "-w", "-t", table, "-D", chain, *spec], capture_output=True, text=True)
+
+
+def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
+        reload: Callable[[str | None, Any], None]) -> int:
+    """The daemon with args.workers worker processes (args as main parses them)."""
+    from pyfw.daemon.control import ControlServer, LiveStore
+    from pyfw.daemon.main import IPTABLES
+    from pyfw.daemon.steer import read_topology, worker_rules
+
+    n = args.workers
+    if args.nfqueue + n - 1 > 65535:
+        log(f"queues {args.nfqueue}-{args.nfqueue + n - 1} out of range 0-65535")
+        return 2
+    try:
+        topo = read_topology(args.outside or ())
+    except (ValueError, OSError, subprocess.CalledProcessError) as exc:
+        log(f"cannot steer to workers: {exc}")
+        return 1
+    last = args.nfqueue + n - 1
+    tag = ["-m", "comment", "--comment", f"pyfw-daemon queue {args.nfqueue}"]
+    rules = SteerRules(worker_rules(args.nfqueue, n, topo, tag,
+                                   lambda q: ["-j", "NFQUEUE", "--queue-num", str(q)]), IPTABLES)
+    try:
+        pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")))
+    except (OSError, WorkerDied) as exc:
+        log(str(exc))
+        return 1
+    live = LiveStore(ruleset, pool.apply)
+    live.workers = pool  # type: ignore[attr-defined]  # for the connection table's union
+
+    class PoolServer(ControlServer):
+        def run(self, argv: list[str], stdin: str | None) -> dict[str, Any]:
+            with pool.held(live.ruleset):
+                return super().run(argv, stdin)
+
+    stopping = False
+    want_reload = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    def hup(signum: int, frame: Any) -> None:
+        nonlocal want_reload
+        want_reload = True
+
+    server = None
+    rc = 0
+    try:
+        try:
+            server = PoolServer(args.socket, live)
+        except OSError as exc:
+            log(f"cannot listen on {args.socket}: {exc}")
+            return 1
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+        try:
+            rules.install()
+        except subprocess.CalledProcessError as exc:
+            log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}")
+            return 1
+        log(f"started: queues {args.nfqueue}-{last} ({n} workers, outside {','.join(topo.outside)}), "
+            f"socket {args.socket}, ruleset {args.ruleset or '(empty)'}")
+        waitables: list[Any] = [server, *pool.conns]
+        while not stopping:
+            try:
+                ready, _, _ = select.select(waitables, [], [], 1.0)
+            except InterruptedError:
+                continue
+            try:
+                if want_reload:
+                    want_reload = False
+                    with pool.held(live.ruleset):
+                        reload(args.ruleset, live)
+                if server in ready:
+                    server.handle_one()
+            except WorkerDied as exc:
+                log(f"{exc}: stopping")
+                rc = 1
+                break
+            if any(c in ready for c in pool.conns):
+                log("a worker exited: stopping")
+                rc = 1
+                break
+        return rc
+    finally:
+        rules.remove()
+        counts = union_stats(pool.stop())
+        text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        log(f"stopped ({text or 'no packets'})")
+        if server is not None:
+            server.close()
