@@ -21,8 +21,10 @@ sum, rules identified by their position (table, chain, index) in a
 ruleset all workers share; a new ruleset goes to worker 0 with the counters
 the parent holds and to the others zeroed, so the sum stays the total.
 
-A worker that dies stops the daemon (its connections are gone); a parent
-that dies leaves its workers a closed pipe, on which they exit.
+A worker that dies is started again with the ruleset and the counters it
+had at the last command (its connections are gone, as after a flush of its
+share); one that keeps dying stops the daemon.  A parent that dies leaves
+its workers a closed pipe, on which they exit.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 from pyfw.ruleset.model import Ruleset
 
 ANSWER_TIMEOUT = 30.0
+RESTART_WINDOW = 60.0  # more than MAX_RESTARTS worker deaths in this many seconds stop the daemon
+MAX_RESTARTS = 5
 
 
 # ------------------------------------------------------------------ counters
@@ -103,8 +107,6 @@ class Worker:
 
         self.k = k
         self.conn = conn
-        if k:
-            zero_counters(ruleset)
         self.engine = LiveEngine(ruleset, host)
         self.adapter = Adapter(num + k, self.engine)
         self.adapter.post_mark = post_mark(k)
@@ -172,11 +174,13 @@ class Worker:
 
 
 def _worker_main(k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: bool,
-                 parent_ends: list[Connection]) -> None:
-    # the parent's ends of the pipes came along with the fork: without
-    # closing them a worker would not see its parent go
+                 zero: bool, parent_ends: list[Any]) -> None:
+    # the parent's ends of the pipes (and its control socket) came along
+    # with the fork: without closing them a worker would not see its parent go
     for end in parent_ends:
         end.close()
+    if zero:
+        zero_counters(ruleset)
     # the parent stops the workers; a signal to the whole group must not
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
@@ -212,29 +216,86 @@ class WorkerPool:
     def __init__(self, num: int, n: int, ruleset: Ruleset, host: Any, debug: bool = False) -> None:
         import multiprocessing
 
-        ctx = multiprocessing.get_context("fork")
+        self.ctx = multiprocessing.get_context("fork")
         self.num = num
+        self.host = host
+        self.debug = debug
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
+        # each worker's counters as of the last hold or apply, for a respawn
+        self.last: list[tuple[list[tuple[str, str, int]], list[int]] | None] = [None] * n
+        self.close_in_child: list[Any] = []  # the parent's sockets a worker must not keep open
         self.held_now = False
         for k in range(n):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(k, num, child, ruleset, host, debug, [*self.conns, parent]),
-                            name=f"pyfw-worker-{k}", daemon=True)
-            p.start()
-            child.close()
+            self._spawn(k, ruleset, zero=k > 0)
+        try:
+            self._ready(range(n))
+        except (OSError, WorkerDied):
+            self.stop()
+            raise
+
+    def _spawn(self, k: int, ruleset: Ruleset, zero: bool) -> None:
+        parent, child = self.ctx.Pipe()
+        inherited = [*self.conns, parent, *self.close_in_child]
+        p = self.ctx.Process(target=_worker_main, name=f"pyfw-worker-{k}", daemon=True,
+                             args=(k, self.num, child, ruleset, self.host, self.debug, zero, inherited))
+        p.start()
+        child.close()
+        if k < len(self.conns):
+            self.conns[k], self.procs[k] = parent, p
+        else:
             self.conns.append(parent)
             self.procs.append(p)
-        for k, answer in enumerate(self._answers()):
+
+    def _ready(self, which: Iterable[int]) -> None:
+        for k in which:
+            conn = self.conns[k]
+            try:
+                answer = conn.recv() if conn.poll(ANSWER_TIMEOUT) else ("error", f"worker {k} did not start")
+            except (EOFError, OSError):
+                answer = ("error", f"worker {k} exited at start")
             if answer[0] != "ready":
-                self.stop()
-                raise OSError(answer[1] if len(answer) > 1 else f"worker {k} failed to start")
+                raise OSError(answer[1])
+
+    def dead(self) -> list[int]:
+        """The workers that exited (their pipe at its end)."""
+        out = []
+        for k, (conn, p) in enumerate(zip(self.conns, self.procs, strict=True)):
+            gone = not p.is_alive()
+            if not gone:
+                try:
+                    while conn.poll(0):
+                        conn.recv()  # nothing is asked: a stray answer
+                except (EOFError, OSError):
+                    gone = True
+            if gone:
+                out.append(k)
+        return out
+
+    def respawn(self, k: int, ruleset: Ruleset) -> int:
+        """A new worker k with `ruleset` and the counters k had; the exit
+        status of the old one.  Its connections are gone."""
+        old = self.procs[k]
+        old.join(timeout=2.0)
+        if old.is_alive():
+            old.kill()
+            old.join(timeout=5.0)
+        self.conns[k].close()
+        copy: Ruleset = pickle.loads(pickle.dumps(ruleset, protocol=pickle.HIGHEST_PROTOCOL))
+        last = self.last[k]
+        if last is not None and last[0] == counter_shape(copy):
+            load_counters(copy, last[1])
+        else:
+            zero_counters(copy)
+        self._spawn(k, copy, zero=False)
+        self._ready([k])
+        return int(old.exitcode if old.exitcode is not None else -1)
 
     def __len__(self) -> int:
         return len(self.conns)
 
     def _answers(self) -> list[tuple[Any, ...]]:
-        out = []
+        out: list[tuple[Any, ...]] = []
         for k, conn in enumerate(self.conns):
             try:
                 if not conn.poll(ANSWER_TIMEOUT):
@@ -262,6 +323,7 @@ class WorkerPool:
         answers = self._ask("hold")
         self.held_now = True
         try:
+            self.last = [(a[1], a[2]) for a in answers]
             shape = counter_shape(ruleset)
             if all(a[1] == shape for a in answers):
                 total = [sum(col) for col in zip(*(a[2] for a in answers), strict=True)]
@@ -276,6 +338,8 @@ class WorkerPool:
     def apply(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset in every worker (call it while held)."""
         blob = pickle.dumps(ruleset, protocol=pickle.HIGHEST_PROTOCOL)
+        shape, flat = dump_counters(ruleset)
+        self.last = [(shape, flat if k == 0 else [0] * len(flat)) for k in range(len(self.conns))]
         for a in self._ask("apply", blob):
             if a[0] != "ok":
                 raise WorkerDied(f"a worker refused the ruleset: {a[1:]}")
@@ -374,6 +438,25 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
     except (OSError, WorkerDied) as exc:
         log(str(exc))
         return 1
+    restarts: list[float] = []
+
+    def respawn_dead() -> bool:
+        """Replace the workers that died; False when they keep dying."""
+        for k in pool.dead():
+            now = time.monotonic()
+            restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+            if len(restarts) > MAX_RESTARTS:
+                log(f"worker {k} died again, {len(restarts)} restarts in {RESTART_WINDOW:.0f}s: stopping")
+                return False
+            try:
+                status = pool.respawn(k, live.ruleset)
+            except (OSError, WorkerDied) as exc:
+                log(f"worker {k} died and cannot be restarted: {exc}: stopping")
+                return False
+            log(f"worker {k} (queue {args.nfqueue + k}) exited with status {status}, restarted; "
+                "its connections are lost")
+        return True
+
     live = LiveStore(ruleset, pool.apply)
     live.workers = pool  # type: ignore[attr-defined]  # for the connection table's union
 
@@ -401,6 +484,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         except OSError as exc:
             log(f"cannot listen on {args.socket}: {exc}")
             return 1
+        pool.close_in_child.append(server.sock)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
@@ -411,9 +495,9 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
             return 1
         log(f"started: queues {args.nfqueue}-{last} ({n} workers, outside {','.join(topo.outside)}), "
             f"socket {args.socket}, ruleset {args.ruleset or '(empty)'}")
-        waitables: list[Any] = [server, *pool.conns]
         while not stopping:
             try:
+                waitables: list[Any] = [server, *pool.conns]
                 ready, _, _ = select.select(waitables, [], [], 1.0)
             except InterruptedError:
                 continue
@@ -425,11 +509,8 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
                 if server in ready:
                     server.handle_one()
             except WorkerDied as exc:
-                log(f"{exc}: stopping")
-                rc = 1
-                break
-            if any(c in ready for c in pool.conns):
-                log("a worker exited: stopping")
+                log(str(exc))
+            if not respawn_dead():
                 rc = 1
                 break
         return rc

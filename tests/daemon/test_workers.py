@@ -282,6 +282,35 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         r = clients(lab, lab.lan, lan_jobs(8))
         assert r["errors"] == [] and len(r["ok"]) == 16, r
+        # SIGHUP reloads the file into every worker
+        rules_file.write_text(ruleset(lab, reject_wan_tcp=True))
+        d.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "REJECT" not in pyfw(lab, sock, "-S", "FORWARD").stdout and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = clients(lab, lab.lan, [j for j in lan_jobs(8) if j[0] == "tcp"])
+        assert r["errors"] == ["refused"] * 8, r
+        rules_file.write_text(ruleset(lab))
+        d.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "REJECT" in pyfw(lab, sock, "-S", "FORWARD").stdout and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # a worker killed is started again, with its counters of the last command
+        clients(lab, lab.lan, lan_jobs(4))
+        masq = first_rule_packets(lab, sock, "nat", "POSTROUTING")
+        workers = [int(w) for w in Path(f"/proc/{d.pid}/task/{d.pid}/children").read_text().split()]
+        assert len(workers) == WORKERS, workers
+        portid = sh("cat", "/proc/net/netfilter/nfnetlink_queue", ns=lab.gw).stdout
+        os.kill(workers[-1], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = sh("cat", "/proc/net/netfilter/nfnetlink_queue", ns=lab.gw).stdout
+            if now != portid and len(now.splitlines()) == WORKERS:
+                break
+            time.sleep(0.05)
+        r = clients(lab, lab.lan, lan_jobs(8))
+        assert r["errors"] == [] and len(r["ok"]) == 16, r
+        assert first_rule_packets(lab, sock, "nat", "POSTROUTING") == masq + 16
     finally:
         d.send_signal(signal.SIGTERM)
         rc = d.wait(timeout=20)
@@ -290,6 +319,7 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
             print(log)
     assert rc == 0, log
     assert "stopped" in log and "adapter_error" not in log, log
+    assert f"worker {WORKERS - 1} (queue {QUEUE + WORKERS - 1}) exited with status -9, restarted" in log, log
     assert save_gw(lab) == before
     assert queued(lab) == {}  # every worker unbound its queue
     assert not os.path.exists(sock)
