@@ -1,0 +1,982 @@
+"""One TCP connection: the RFC 9293 state machine, sans-IO.
+
+Sequence numbers are kept *unwrapped* (Python ints that keep growing from
+the ISN) so every comparison is a plain one; the wire's 32-bit values are
+unwrapped on arrival against the nearest reference (RCV.NXT, SND.UNA) and
+taken mod 2**32 when sent.
+
+Segments arrive through `segment()` (the stack has demultiplexed and
+checksummed them); what to send is produced by `emit()`, called from the
+stack's output(); timers are absolute deadlines the stack keeps in a heap
+and hands back through `on_timer()`.  Nothing here reads a clock or
+touches a socket.
+
+Choices (where the RFCs leave room), mostly Linux's:
+- TIME_WAIT lasts 60 s (2*MSL with MSL = 30 s: Linux's TCP_TIMEWAIT_LEN);
+  FIN_WAIT_2 gives up after 60 s too (tcp_fin_timeout).
+- RST and SYN in synchronized states follow RFC 5961: only an RST at
+  exactly RCV.NXT resets, one elsewhere in the window and any SYN get a
+  challenge ACK; ACKs outside [SND.UNA - MAX.SND.WND, SND.MAX] are dropped.
+- Retransmission: RFC 6298 timer (rtt.py), RTO expiry goes back to SND.UNA
+  in slow start; three duplicate ACKs start NewReno fast recovery (RFC
+  6582).  SACK is declined, so is the timestamp option.
+- Delayed ACKs: every second segment is acknowledged at once, a lone one
+  after 40 ms (Linux's minimum delayed-ACK time); out-of-order data, a
+  filled hole and a FIN are acknowledged immediately.
+- Zero windows are probed Linux's way (a segment at SND.UNA - 1 the peer
+  must answer), on the persist timer with backoff.
+- Retries: 6 for a SYN, 5 for a SYN-ACK, 15 for data, as Linux's sysctl
+  defaults count them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyfw.stack import cc as ccmod
+from pyfw.stack.rtt import MAX_RTO, MIN_RTO, RttEstimator
+from pyfw.stack.segment import build, syn_options
+from pyfw.wire.tcp import ACKF, FIN, PSH, RST, SYN, TcpOptions
+
+if TYPE_CHECKING:
+    from pyfw.stack.stack import Stack
+
+CLOSED = "CLOSED"
+LISTEN = "LISTEN"
+SYN_SENT = "SYN_SENT"
+SYN_RCVD = "SYN_RCVD"
+ESTABLISHED = "ESTABLISHED"
+FIN_WAIT_1 = "FIN_WAIT_1"
+FIN_WAIT_2 = "FIN_WAIT_2"
+CLOSING = "CLOSING"
+CLOSE_WAIT = "CLOSE_WAIT"
+LAST_ACK = "LAST_ACK"
+TIME_WAIT = "TIME_WAIT"
+
+MSL = 30.0
+TIME_WAIT_LEN = 2 * MSL
+FIN_WAIT_2_TIMEOUT = 60.0
+DELACK = 0.04
+SYN_RETRIES = 6
+SYNACK_RETRIES = 5
+DATA_RETRIES = 15
+PROBE_RETRIES = 15
+#: RFC 5961 / Linux's tcp_invalid_ratelimit: one reply per 500 ms to
+#: segments that are out of window or challenge-worthy and carry no data.
+OOW_RATELIMIT = 0.5
+#: Ask the application for more data when less than this is queued.
+SEND_LOWAT = 1 << 21
+DEFAULT_MSS = 536
+
+_HALF = 0x80000000
+_WRAP = 0x100000000
+_M32 = 0xFFFFFFFF
+
+#: States in which our side may still send data or a FIN.
+_SENDING = frozenset((ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK))
+#: States in which the peer may still send data.
+_RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
+
+
+class App(Protocol):
+    """What the stack calls on an application (on_writable is optional)."""
+
+    def on_data(self, conn: Connection, data: bytes) -> None: ...
+
+    def on_close(self, conn: Connection) -> None: ...
+
+
+def unwrap(value: int, ref: int) -> int:
+    """The unwrapped sequence number nearest `ref` whose low 32 bits are `value`."""
+    d = (value - ref) & _M32
+    if d >= _HALF:
+        d -= _WRAP
+    return ref + d
+
+
+class Connection:
+    """A TCP control block with its buffers, timers and application."""
+
+    def __init__(self, stack: Stack, laddr: int, lport: int, raddr: int, rport: int, iss: int,
+                 mss_local: int, rcvbuf: int, cc: str) -> None:
+        self.stack = stack
+        self.laddr = laddr
+        self.lport = lport
+        self.raddr = raddr
+        self.rport = rport
+        self.key = (laddr, lport, raddr, rport)
+        self.state = CLOSED
+        self.app: Any = None
+        self.listener: Any = None
+        self.passive = False
+        self.error: str | None = None     # why the connection died: "reset", "timeout", "refused"
+        self.close_notified = False
+        # send sequence space
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.sndbuf = bytearray()
+        self.buf_seq = iss + 1            # sequence number of sndbuf[0]
+        self.fin_queued = False
+        # receive sequence space
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0                  # right edge of the window we advertised
+        self.rcv_wscale = 0
+        self.wscale_ok = False
+        self.rcvbuf = rcvbuf
+        self.ooo: list[tuple[int, bytes]] = []
+        self.ooo_bytes = 0
+        self.peer_fin: int | None = None  # sequence number of a FIN seen ahead of the data
+        self.paused = False
+        self.pending = bytearray()        # in-order data held while the app paused reading
+        # MSS and congestion control
+        self.mss_local = mss_local
+        self.mss = DEFAULT_MSS
+        self.cwnd = 0
+        self.ssthresh = 1 << 30
+        self.cc = ccmod.make(cc)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        # timers (absolute deadlines, None = off)
+        self.rtt = RttEstimator()
+        self.rtt_seq: int | None = None
+        self.rtt_time = 0.0
+        self.rto_at: float | None = None
+        self.persist = False
+        self.persist_backoff = 0
+        self.probes_out = 0
+        self.delack_at: float | None = None
+        self.close_at: float | None = None
+        self.retries = 0
+        self.syn_retransmitted = False
+        self.sched: float | None = None   # deadline the stack's heap holds for us
+        self.last_oow = -1e9
+        # output requests
+        self.ack_now = False
+        self.unacked = 0                  # segments received since our last ACK
+        self.retx_head = False
+        self.send_syn = False
+        self.send_probe = False
+        self.ident = iss & 0xFFFF
+        # statistics
+        self.retransmits = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # ------------------------------------------------------------ application side
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue data; it goes out as window and congestion allow."""
+        if self.fin_queued or self.state in (CLOSED, LISTEN):
+            raise ConnectionError(f"send on a connection in {self.state}" + (" after close" if self.fin_queued else ""))
+        if data:
+            self.sndbuf += data
+            self.stack._mark(self)
+
+    def close(self) -> None:
+        """No more data from us: a FIN follows what is queued (RFC 9293 CLOSE call)."""
+        st = self.state
+        if self.fin_queued or st in (CLOSED, LISTEN):
+            return
+        if st == SYN_SENT:
+            self._destroy()
+            return
+        self.fin_queued = True
+        if st in (ESTABLISHED, SYN_RCVD):
+            self.state = FIN_WAIT_1
+        elif st == CLOSE_WAIT:
+            self.state = LAST_ACK
+        self.stack._mark(self)
+
+    def abort(self) -> None:
+        """Reset the connection now (RFC 9293 ABORT call): an RST if synchronized."""
+        if self.state in (CLOSED, LISTEN):
+            return
+        if self.state not in (SYN_SENT, TIME_WAIT):
+            self.stack._send_raw(build(self.laddr, self.raddr, self.lport, self.rport, self.snd_nxt, 0, RST, 0,
+                                       self._next_ident()))
+            self.stack.counters["OutRsts"] += 1
+        self.close_notified = True
+        self._destroy()
+
+    def pause_reading(self) -> None:
+        """Hold received data: the advertised window shrinks as it piles up."""
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        """Deliver what was held and reopen the window."""
+        self.paused = False
+        if self.pending and self.app is not None:
+            data = bytes(self.pending)
+            self.pending.clear()
+            self._call(self.app.on_data, data)
+        if self.state != CLOSED:
+            # a window update once the window reopens by a segment or half the buffer
+            if self.rcv_adv - self.rcv_nxt < min(self.rcvbuf // 2, self.mss_local):
+                self.ack_now = True
+            self.stack._mark(self)
+
+    @property
+    def send_queue(self) -> int:
+        """Bytes queued and not yet acknowledged."""
+        return self.buf_seq + len(self.sndbuf) - max(self.snd_una, self.buf_seq)
+
+    # ------------------------------------------------------------ Window protocol (cc.py)
+    def flight_size(self) -> int:
+        return self.snd_max - self.snd_una
+
+    def smoothed_rtt(self) -> float | None:
+        return self.rtt.srtt
+
+    # ------------------------------------------------------------ opening
+    def open_active(self, now: float) -> None:
+        """connect(): send a SYN (RFC 9293 OPEN call, active)."""
+        self.state = SYN_SENT
+        self.snd_nxt = self.snd_max = self.iss + 1
+        self.send_syn = True
+        self.rcv_wscale = self._wscale_for(self.rcvbuf)
+        self.stack._mark(self)
+
+    def open_passive(self, seq: int, window: int, opts: TcpOptions, now: float) -> None:
+        """A SYN reached a listener: SYN_RCVD and a SYN-ACK."""
+        self.passive = True
+        self.state = SYN_RCVD
+        self.irs = seq
+        self.rcv_nxt = seq + 1
+        self._take_syn_options(opts, window)
+        self.snd_nxt = self.snd_max = self.iss + 1
+        self.snd_wl1 = seq
+        self.snd_wl2 = self.iss
+        self.send_syn = True
+        self.stack._mark(self)
+
+    def _take_syn_options(self, opts: TcpOptions, window: int) -> None:
+        self.mss = max(64, min(opts.mss if opts.mss else DEFAULT_MSS, self.mss_local))
+        if opts.wscale is not None:
+            # scaling holds only when both SYNs carry the option (RFC 7323 1.3)
+            self.wscale_ok = True
+            self.snd_wscale = opts.wscale
+            if self.passive:
+                self.rcv_wscale = self._wscale_for(self.rcvbuf)
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+            self.rcvbuf = min(self.rcvbuf, 65535)
+        # A SYN's window is never scaled (RFC 7323 2.2).
+        self.snd_wnd = window
+        self.max_snd_wnd = window
+        self.cc.initial_window(self)
+
+    @staticmethod
+    def _wscale_for(rcvbuf: int) -> int:
+        s = 0
+        while (65535 << s) < rcvbuf and s < 14:
+            s += 1
+        return s
+
+    # ------------------------------------------------------------ receive
+    def segment(self, seq32: int, ack32: int, flags: int, win: int, payload: memoryview, opts: TcpOptions | None,
+                now: float) -> None:
+        """One arriving segment (RFC 9293 3.10.7 SEGMENT ARRIVES, after demux)."""
+        st = self.state
+        if st == SYN_SENT:
+            self._segment_syn_sent(seq32, ack32, flags, win, opts, now)
+            return
+        if st == CLOSED:
+            return
+        if st == TIME_WAIT:
+            self._segment_time_wait(seq32, flags, now)
+            return
+        rcv_nxt = self.rcv_nxt
+        seq = unwrap(seq32, rcv_nxt)
+        plen = len(payload)
+        rcv_wnd = self.rcv_adv - rcv_nxt
+        if rcv_wnd < 0:
+            rcv_wnd = 0
+
+        # RST (RFC 5961 3.2): exact match resets, in-window gets a challenge ACK.
+        if flags & RST:
+            if seq == rcv_nxt:
+                self._on_reset()
+            elif rcv_nxt <= seq < rcv_nxt + max(rcv_wnd, 1):
+                self._challenge_ack(now)
+            return
+
+        if flags & SYN:
+            if st == SYN_RCVD and seq == self.irs and not flags & ACKF:
+                self.send_syn = True   # our SYN-ACK was lost: resend it
+                return
+            # RFC 5961 4.2: a SYN in a synchronized state gets a challenge ACK.
+            self._challenge_ack(now)
+            return
+
+        # Sequence number check (RFC 9293 3.10.7.4, first).
+        seglen = plen + (1 if flags & FIN else 0)
+        if seglen == 0:
+            ok = seq == rcv_nxt if rcv_wnd == 0 else rcv_nxt <= seq < rcv_nxt + rcv_wnd
+        elif rcv_wnd == 0:
+            ok = False
+        else:
+            end = seq + seglen - 1
+            ok = rcv_nxt <= seq < rcv_nxt + rcv_wnd or rcv_nxt <= end < rcv_nxt + rcv_wnd
+        if not ok:
+            if rcv_wnd == 0 and seq == rcv_nxt and flags & ACKF:
+                # Zero window: still take the ACK (RFC 9293 "special allowance"), drop the data.
+                payload = payload[:0]
+                flags &= ~FIN
+                plen = 0
+                self.ack_now = True
+            else:
+                if seglen or now - self.last_oow >= OOW_RATELIMIT:
+                    self.last_oow = now
+                    self.ack_now = True
+                    self.stack.counters["OutOfWindow"] += 1
+                return
+        # Trim to the window.
+        if seq < rcv_nxt:
+            cut = rcv_nxt - seq
+            payload = payload[cut:]
+            plen = len(payload)
+            seq = rcv_nxt
+        limit = rcv_nxt + rcv_wnd
+        if seq + plen > limit:
+            payload = payload[:limit - seq]
+            plen = len(payload)
+            flags &= ~FIN
+
+        if not flags & ACKF:
+            return
+        ack = unwrap(ack32, self.snd_una)
+
+        if st == SYN_RCVD:
+            if not (self.snd_una < ack <= self.snd_max):
+                self._send_rst_seq(ack32)
+                return
+            self._established_from_syn_rcvd(ack, win, seq, now)
+            st = self.state
+        if not self._process_ack(ack, win, seq, plen, flags, now):
+            return
+        st = self.state
+        if st == CLOSED:
+            return
+        fin_acked = self.fin_queued and self.snd_una > self.buf_seq + len(self.sndbuf)
+        if st == FIN_WAIT_1 and fin_acked:
+            self.state = st = FIN_WAIT_2
+            self.close_at = now + FIN_WAIT_2_TIMEOUT
+        elif st == CLOSING and fin_acked:
+            self._enter_time_wait(now)
+            return
+        elif st == LAST_ACK and fin_acked:
+            self._destroy()
+            return
+
+        if plen and st in _RECEIVING:
+            self._receive_data(seq, payload, now)
+            if self.state == CLOSED:
+                return
+        if flags & FIN and st not in (CLOSE_WAIT, CLOSING, LAST_ACK):
+            fin_seq = seq + plen
+            if fin_seq == self.rcv_nxt:
+                self._on_fin(now)
+            elif fin_seq > self.rcv_nxt:
+                self.peer_fin = fin_seq
+                self.ack_now = True
+
+    def _segment_time_wait(self, seq32: int, flags: int, now: float) -> None:
+        """TIME_WAIT: ACK a retransmitted FIN and restart the 2*MSL timer; an
+        RST ends it early (Linux's default, tcp_rfc1337 = 0).  A new SYN is
+        the stack's to judge (it may reopen the pair)."""
+        seq = unwrap(seq32, self.rcv_nxt)
+        if flags & RST:
+            if seq == self.rcv_nxt:
+                self._destroy()
+            return
+        if flags & FIN and seq < self.rcv_nxt:
+            self.ack_now = True
+            self.close_at = now + TIME_WAIT_LEN
+        elif now - self.last_oow >= OOW_RATELIMIT:
+            self.last_oow = now
+            self.ack_now = True
+
+    def _segment_syn_sent(self, seq32: int, ack32: int, flags: int, win: int, opts: TcpOptions | None,
+                          now: float) -> None:
+        ack = unwrap(ack32, self.snd_una)
+        if flags & ACKF and ack != self.iss + 1:
+            if not flags & RST:
+                self._send_rst_seq(ack32)
+            return
+        if flags & RST:
+            if flags & ACKF:
+                self.error = "refused"
+                self.stack.counters["AttemptFails"] += 1
+                self._die()
+            return
+        if not flags & SYN:
+            return
+        self.irs = seq32
+        self.rcv_nxt = seq32 + 1
+        self._take_syn_options(opts or TcpOptions(), win)
+        if not flags & ACKF:
+            # Simultaneous open: SYN_RCVD, our SYN goes out again with the ACK.
+            self.passive = False
+            self.state = SYN_RCVD
+            self.send_syn = True
+            return
+        self.snd_una = ack
+        self.snd_wl1 = seq32
+        self.snd_wl2 = ack
+        self._rcv_window_field()
+        if self.rtt_seq is not None and not self.syn_retransmitted:
+            self.rtt.sample(now - self.rtt_time)
+        elif self.syn_retransmitted:
+            self.rtt.fallback()
+        self.rtt_seq = None
+        self.rto_at = None
+        self.retries = 0
+        self.state = ESTABLISHED
+        self.ack_now = True
+        on_connect = getattr(self.app, "on_connect", None)
+        if on_connect is not None:
+            self._call(on_connect)
+
+    def _established_from_syn_rcvd(self, ack: int, win: int, seq: int, now: float) -> None:
+        self.snd_una = ack
+        self.snd_wnd = win << self.snd_wscale
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        if self.rtt_seq is not None and not self.syn_retransmitted:
+            self.rtt.sample(now - self.rtt_time)
+        elif self.syn_retransmitted:
+            self.rtt.fallback()
+        self.rtt_seq = None
+        self.rto_at = None
+        self.retries = 0
+        self.state = ESTABLISHED
+        if self.passive:
+            self.stack._accept(self)
+
+    def _process_ack(self, ack: int, win: int, seq: int, plen: int, flags: int, now: float) -> bool:
+        """RFC 9293 3.10.7.4 fifth (the ACK field) with RFC 5961 5.2's
+        bounds; False when the segment is to be dropped."""
+        snd_una = self.snd_una
+        if ack > self.snd_max:
+            self.ack_now = True
+            return False
+        if ack < snd_una - self.max_snd_wnd:
+            self.ack_now = True
+            return False
+        self.probes_out = 0
+        # window update (SND.WL1/WL2 guard against old segments)
+        wnd = win << self.snd_wscale
+        window_changed = False
+        if seq > self.snd_wl1 or (seq == self.snd_wl1 and ack >= self.snd_wl2):
+            if wnd != self.snd_wnd:
+                window_changed = True
+                if wnd > self.snd_wnd:
+                    self.stack._mark(self)
+                self.snd_wnd = wnd
+                if wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+        self.retries = 0 if ack > snd_una else self.retries
+        if ack > snd_una:
+            self._new_ack(ack, now)
+        elif (ack == snd_una and plen == 0 and not flags & (FIN | SYN) and not window_changed
+              and self.snd_max > snd_una):
+            self._dupack(now)
+        return True
+
+    def _new_ack(self, ack: int, now: float) -> None:
+        snd_una = self.snd_una
+        acked = ack - snd_una
+        flight = self.snd_max - snd_una
+        self.snd_una = ack
+        if self.snd_nxt < ack:
+            self.snd_nxt = ack
+        if self.rtt_seq is not None and ack >= self.rtt_seq:
+            self.rtt.sample(now - self.rtt_time)
+            self.rtt_seq = None
+        self.bytes_sent += acked
+        if self.in_recovery:
+            if ack >= self.recover:
+                # full ACK (RFC 6582 3.2 step 3): deflate to ssthresh
+                self.in_recovery = False
+                self.cwnd = min(self.ssthresh, max(self.snd_max - ack, self.mss) + self.mss)
+            else:
+                # partial ACK: retransmit the next hole, deflate by what was acked
+                self.retx_head = True
+                self.cwnd = max(self.cwnd - acked + (self.mss if acked >= self.mss else 0), self.mss)
+                self.rto_at = now + self.rtt.rto
+        elif flight + self.mss >= self.cwnd or self.cwnd < self.ssthresh and flight * 2 >= self.cwnd:
+            self.cc.on_ack(self, acked, now)
+        self.dupacks = 0
+        # the send buffer's acknowledged head
+        consumed = ack - self.buf_seq
+        buflen = len(self.sndbuf)
+        if consumed > buflen:
+            consumed = buflen      # the rest is SYN/FIN sequence space
+        if consumed > 65536 and consumed * 2 >= buflen:
+            del self.sndbuf[:consumed]
+            self.buf_seq += consumed
+        if ack >= self.snd_max:
+            self.rto_at = None
+            self.persist = False
+        elif not self.in_recovery or self.rto_at is None:
+            self.rto_at = now + self.rtt.rto
+        self.stack._mark(self)
+        if self.app is not None and not self.fin_queued and self.send_queue < SEND_LOWAT:
+            on_writable = getattr(self.app, "on_writable", None)
+            if on_writable is not None:
+                self._call(on_writable)
+
+    def _dupack(self, now: float) -> None:
+        self.dupacks += 1
+        if self.in_recovery:
+            self.cwnd += self.mss          # RFC 6582 3.2 step 4: inflate
+            self.stack._mark(self)
+        elif self.dupacks == 3 and self.snd_una > self.recover - 1:
+            # fast retransmit (RFC 6582 3.2 step 2; recover guards against
+            # a second reduction for losses of the same window)
+            self.cc.on_congestion(self, now)
+            self.recover = self.snd_max
+            self.cwnd = self.ssthresh + 3 * self.mss
+            self.in_recovery = True
+            self.retx_head = True
+            self.rtt_seq = None            # Karn: the timed segment may be the lost one
+            self.stack.counters["FastRetrans"] += 1
+            self.stack._mark(self)
+
+    def _receive_data(self, seq: int, payload: memoryview, now: float) -> None:
+        if seq == self.rcv_nxt:
+            data = bytes(payload)
+            self.rcv_nxt += len(data)
+            self.bytes_received += len(data)
+            filled = False
+            if self.ooo:
+                filled = True
+                data = self._drain_ooo(data)
+            self._deliver(data)
+            if self.state == CLOSED:
+                return
+            if self.peer_fin is not None and self.peer_fin == self.rcv_nxt:
+                self._on_fin(now)
+                return
+            self.unacked += 1
+            if filled or self.unacked >= 2:
+                self.ack_now = True
+            elif self.delack_at is None:
+                self.delack_at = now + DELACK
+        else:
+            self._queue_ooo(seq, bytes(payload))
+            self.ack_now = True
+
+    def _queue_ooo(self, seq: int, data: bytes) -> None:
+        """Keep an out-of-order segment; the queue stays sorted and without overlaps."""
+        ooo = self.ooo
+        end = seq + len(data)
+        i = 0
+        n = len(ooo)
+        while i < n and ooo[i][0] + len(ooo[i][1]) <= seq:
+            i += 1
+        # trim against the neighbours: earlier data wins
+        while i < n and data:
+            s, d = ooo[i]
+            e = s + len(d)
+            if e <= seq:
+                i += 1
+                continue
+            if s >= end:
+                break
+            if s <= seq:
+                if e >= end:
+                    self.stack.counters["DupSegs"] += 1
+                    return
+                data = data[e - seq:]
+                seq = e
+                i += 1
+                continue
+            # s > seq: keep our part before it as its own piece
+            head = data[:s - seq]
+            ooo.insert(i, (seq, head))
+            self.ooo_bytes += len(head)
+            i += 1
+            n += 1
+            data = data[s - seq:]
+            seq = s
+        if data:
+            ooo.insert(i, (seq, data))
+            self.ooo_bytes += len(data)
+
+    def _drain_ooo(self, data: bytes) -> bytes:
+        """The in-order data plus whatever the queue now continues with."""
+        ooo = self.ooo
+        parts = [data]
+        while ooo:
+            s, d = ooo[0]
+            nxt = self.rcv_nxt
+            if s > nxt:
+                break
+            ooo.pop(0)
+            self.ooo_bytes -= len(d)
+            e = s + len(d)
+            if e <= nxt:
+                continue
+            piece = d[nxt - s:]
+            parts.append(piece)
+            self.rcv_nxt = e
+            self.bytes_received += len(piece)
+        return b"".join(parts) if len(parts) > 1 else data
+
+    def _deliver(self, data: bytes) -> None:
+        if self.paused or self.app is None:
+            self.pending += data
+        else:
+            self._call(self.app.on_data, data)
+
+    def _on_fin(self, now: float) -> None:
+        """The peer's FIN, in order (RFC 9293 3.10.7.4 eighth)."""
+        self.rcv_nxt += 1
+        self.peer_fin = None
+        self.ack_now = True
+        st = self.state
+        if st == ESTABLISHED:
+            self.state = CLOSE_WAIT
+        elif st == FIN_WAIT_1:
+            fin_acked = self.snd_una > self.buf_seq + len(self.sndbuf)
+            if fin_acked:
+                self._enter_time_wait(now)
+            else:
+                self.state = CLOSING
+        elif st == FIN_WAIT_2:
+            self._enter_time_wait(now)
+        self._notify_close()
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TIME_WAIT
+        self.rto_at = None
+        self.delack_at = None
+        self.close_at = now + TIME_WAIT_LEN
+        self.stack._time_wait(self)
+
+    def _on_reset(self) -> None:
+        st = self.state
+        if st == SYN_RCVD and self.passive:
+            self._destroy()      # back to LISTEN: nothing was accepted
+            return
+        if st in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2):
+            self.stack.counters["EstabResets"] += 1
+        self.error = "reset"
+        self._die()
+
+    def _challenge_ack(self, now: float) -> None:
+        if now - self.last_oow >= OOW_RATELIMIT:
+            self.last_oow = now
+            self.ack_now = True
+            self.stack.counters["ChallengeAcks"] += 1
+
+    def _send_rst_seq(self, seq32: int) -> None:
+        self.stack._send_raw(build(self.laddr, self.raddr, self.lport, self.rport, seq32, 0, RST, 0,
+                                   self._next_ident()))
+        self.stack.counters["OutRsts"] += 1
+
+    # ------------------------------------------------------------ timers
+    def deadline(self) -> float | None:
+        d = self.rto_at
+        x = self.delack_at
+        if x is not None and (d is None or x < d):
+            d = x
+        x = self.close_at
+        if x is not None and (d is None or x < d):
+            d = x
+        return d
+
+    def on_timer(self, now: float) -> None:
+        if self.close_at is not None and self.close_at <= now:
+            self._destroy()       # TIME_WAIT over, or FIN_WAIT_2 gave up
+            return
+        if self.delack_at is not None and self.delack_at <= now:
+            self.delack_at = None
+            if self.unacked:
+                self.ack_now = True
+        if self.rto_at is not None and self.rto_at <= now:
+            self.rto_at = None
+            if self.persist:
+                self._persist_timeout(now)
+            else:
+                self._retransmit_timeout(now)
+
+    def _retransmit_timeout(self, now: float) -> None:
+        st = self.state
+        self.retries += 1
+        limit = SYN_RETRIES if st == SYN_SENT else SYNACK_RETRIES if st == SYN_RCVD else DATA_RETRIES
+        if self.retries > limit:
+            self.error = "timeout"
+            if st == SYN_SENT:
+                self.stack.counters["AttemptFails"] += 1
+            self._die()
+            return
+        self.rtt.backoff()
+        self.rtt_seq = None
+        self.retransmits += 1
+        self.stack.counters["RetransSegs"] += 1
+        if st in (SYN_SENT, SYN_RCVD):
+            self.syn_retransmitted = True
+            self.send_syn = True
+            return
+        # RFC 5681 3.1 / RFC 6582 3.2 step 1: slow start from SND.UNA
+        self.cc.on_rto(self, now)
+        self.recover = self.snd_max
+        self.in_recovery = False
+        self.dupacks = 0
+        self.snd_nxt = self.snd_una
+        self.retx_head = True      # the head goes out even into a shut window
+        self.stack.counters["Timeouts"] += 1
+
+    def _persist_timeout(self, now: float) -> None:
+        self.persist_backoff += 1
+        self.probes_out += 1
+        if self.probes_out > PROBE_RETRIES:
+            self.error = "timeout"
+            self._die()
+            return
+        self.send_probe = True
+
+    # ------------------------------------------------------------ transmit
+    def _next_ident(self) -> int:
+        self.ident = (self.ident + 1) & 0xFFFF
+        return self.ident
+
+    def _rcv_window_field(self) -> int:
+        """The window field to send now; moves RCV.ADV.  Never shrinks the
+        window (RFC 9293 3.8.6.2.2), moves the edge only by at least
+        min(buffer/2, MSS) (receiver SWS avoidance, RFC 9293 3.8.6.2.2)."""
+        free = self.rcvbuf - len(self.pending) - self.ooo_bytes
+        if free < 0:
+            free = 0
+        nxt = self.rcv_nxt
+        right = nxt + free
+        adv = self.rcv_adv
+        if right < adv + min(self.rcvbuf >> 1, self.mss_local) and adv >= nxt:
+            right = adv
+        ws = self.rcv_wscale
+        field = (right - nxt + (1 << ws) - 1) >> ws
+        if field > 65535:
+            field = 65535
+        edge = nxt + (field << ws)
+        if edge > adv:
+            self.rcv_adv = edge
+        return field
+
+    def emit(self, now: float, out: list[bytes]) -> None:
+        """Everything this connection has to send now."""
+        st = self.state
+        if st == CLOSED:
+            return
+        if st == SYN_SENT or st == SYN_RCVD:
+            if self.send_syn:
+                self._emit_syn(now, out)
+            return
+        sent = False
+        win = -1
+        if self.retx_head and st in _SENDING:
+            win = self._rcv_window_field()
+            self._retransmit_head(now, out, win)
+            sent = True
+        self.retx_head = False
+        if st in _SENDING:
+            if win < 0:
+                win = self._rcv_window_field()
+            if self._send_data(now, out, win):
+                sent = True
+        if self.send_probe:
+            self.send_probe = False
+            if win < 0:
+                win = self._rcv_window_field()
+            out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.snd_una - 1, self.rcv_nxt, ACKF,
+                             win, self._next_ident()))
+            self.stack.counters["OutSegs"] += 1
+            self.rto_at = now + min(MAX_RTO, max(MIN_RTO, self.rtt.rto) * (1 << min(self.persist_backoff, 12)))
+            sent = True
+        if sent:
+            self.ack_now = False
+            self.unacked = 0
+            self.delack_at = None
+        elif self.ack_now:
+            if win < 0:
+                win = self._rcv_window_field()
+            out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.snd_nxt, self.rcv_nxt, ACKF, win,
+                             self._next_ident()))
+            self.stack.counters["OutSegs"] += 1
+            self.ack_now = False
+            self.unacked = 0
+            self.delack_at = None
+
+    def _emit_syn(self, now: float, out: list[bytes]) -> None:
+        self.send_syn = False
+        if self.state == SYN_SENT:
+            flags = SYN
+            ack = 0
+            opts = syn_options(self.mss_local, self.rcv_wscale)
+            win = min(self.rcvbuf, 65535)
+        else:
+            flags = SYN | ACKF
+            ack = self.rcv_nxt
+            opts = syn_options(self.mss_local, self.rcv_wscale if self.wscale_ok else None)
+            win = min(self.rcvbuf, 65535)
+            self.rcv_adv = self.rcv_nxt + win
+        out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.iss, ack, flags, win, 0, b"", opts))
+        self.stack.counters["OutSegs"] += 1
+        if not self.syn_retransmitted:
+            self.rtt_seq = self.iss + 1
+            self.rtt_time = now
+        self.rto_at = now + self.rtt.rto
+
+    def _segment(self, seq: int, n: int, fin: bool, win: int) -> bytes:
+        off = seq - self.buf_seq
+        flags = ACKF | FIN if fin else ACKF
+        if not n:
+            return build(self.laddr, self.raddr, self.lport, self.rport, seq, self.rcv_nxt, flags, win,
+                         self._next_ident())
+        if seq + n == self.buf_seq + len(self.sndbuf):
+            flags |= PSH
+        return build(self.laddr, self.raddr, self.lport, self.rport, seq, self.rcv_nxt, flags, win,
+                     self._next_ident(), self.sndbuf[off:off + n])
+
+    def _retransmit_head(self, now: float, out: list[bytes], win: int) -> None:
+        seq = self.snd_una
+        data_end = self.buf_seq + len(self.sndbuf)
+        n = min(self.mss, data_end - seq, self.snd_max - seq)
+        if n < 0:
+            n = 0
+        fin = self.fin_queued and seq + n == data_end and self.snd_max > data_end
+        if not n and not fin:
+            return
+        out.append(self._segment(seq, n, fin, win))
+        self.stack.counters["OutSegs"] += 1
+        self.stack.counters["RetransSegs"] += 1
+        self.retransmits += 1
+        if self.snd_nxt == seq:
+            self.snd_nxt = seq + n + fin
+        if self.rto_at is None:
+            self.rto_at = now + self.rtt.rto
+
+    def _send_data(self, now: float, out: list[bytes], win: int) -> bool:
+        """New data (or go-back-N after an RTO) as window and cwnd allow;
+        arms the retransmission or persist timer.  True when it sent."""
+        data_end = self.buf_seq + len(self.sndbuf)
+        nxt = self.snd_nxt
+        fin_queued = self.fin_queued
+        if nxt >= data_end and (not fin_queued or nxt > data_end):
+            return False
+        una = self.snd_una
+        wnd = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
+        wnd_end = una + wnd
+        mss = self.mss
+        snd_max = self.snd_max
+        sent = 0
+        counters = self.stack.counters
+        while True:
+            if nxt < data_end:
+                n = data_end - nxt
+                if n > mss:
+                    n = mss
+                room = wnd_end - nxt
+                if room < n:
+                    # window-limited: wait for an ACK unless nothing is in flight
+                    if room <= 0 or nxt > una:
+                        break
+                    n = room
+                fin = fin_queued and nxt + n == data_end
+            elif fin_queued and nxt == data_end:
+                n = 0
+                fin = True
+            else:
+                break
+            out.append(self._segment(nxt, n, fin, win))
+            sent += 1
+            if nxt < snd_max:
+                counters["RetransSegs"] += 1
+                self.retransmits += 1
+            elif self.rtt_seq is None:
+                self.rtt_seq = nxt + n
+                self.rtt_time = now
+            nxt += n + fin
+            if fin:
+                break
+        counters["OutSegs"] += sent
+        self.snd_nxt = nxt
+        if nxt > snd_max:
+            self.snd_max = nxt
+        if sent:
+            if self.persist:
+                self.persist = False
+                self.persist_backoff = 0
+                self.rto_at = None
+            if self.rto_at is None:
+                self.rto_at = now + self.rtt.rto
+        elif self.snd_max > una:
+            if self.rto_at is None:
+                self.rto_at = now + self.rtt.rto
+        elif self.rto_at is None:
+            # data waits, nothing is in flight, the window is shut: persist
+            self.persist = True
+            self.rto_at = now + min(MAX_RTO, max(MIN_RTO, self.rtt.rto) * (1 << min(self.persist_backoff, 12)))
+        return sent > 0
+
+    # ------------------------------------------------------------ teardown
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        """An application callback; one that raises aborts the connection
+        (counted) instead of escaping into the packet loop."""
+        try:
+            fn(self, *args)
+        except Exception as exc:  # noqa: BLE001 - the application's bug must not stop the stack
+            self.stack.counters["AppErrors"] += 1
+            self.stack.last_app_error = repr(exc)
+            if self.state != CLOSED:
+                self.abort()
+
+    def _notify_close(self) -> None:
+        if not self.close_notified:
+            self.close_notified = True
+            if self.app is not None:
+                self._call(self.app.on_close)
+
+    def _die(self) -> None:
+        """Gone by RST or timeout: tell the app, forget the connection."""
+        self._destroy()
+        self._notify_close()
+
+    def _destroy(self) -> None:
+        self.state = CLOSED
+        self.rto_at = self.delack_at = self.close_at = None
+        self.stack._forget(self)
+
+    def info(self) -> dict[str, object]:
+        """A row of the connection table (what `ss -ti` would show)."""
+        from pyfw.stack.stack import format_addr
+        return {
+            "state": self.state,
+            "local": f"{format_addr(self.laddr)}:{self.lport}",
+            "remote": f"{format_addr(self.raddr)}:{self.rport}",
+            "mss": self.mss,
+            "cwnd": self.cwnd,
+            "ssthresh": self.ssthresh if self.ssthresh < 1 << 30 else None,
+            "srtt_ms": None if self.rtt.srtt is None else round(self.rtt.srtt * 1000, 3),
+            "rto_ms": round(self.rtt.rto * 1000, 1),
+            "snd_wnd": self.snd_wnd,
+            "send_queue": self.send_queue,
+            "bytes_acked": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "retransmits": self.retransmits,
+            "cc": self.cc.name,
+        }
