@@ -17,7 +17,8 @@ from pyfw.engine.host import Host, host_from_dict
 
 # sysctls the engine consults that a live machine may have changed
 _SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
-            "net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts")
+            "net.ipv4.icmp_echo_ignore_all", "net.ipv4.icmp_echo_ignore_broadcasts",
+            "net.netfilter.nf_conntrack_max")
 
 
 def _ip_json(*args: str) -> Any:
@@ -71,9 +72,12 @@ def host_dict(links: list[dict[str, Any]], routes: list[dict[str, Any]],
     return {"host": {"name": "live"}, "interface": ifaces, "route": out_routes, "sysctl": dict(sysctls)}
 
 
-def read_host() -> Host:
-    """This machine (its network namespace) as a Host."""
+def read_host(overrides: dict[str, int] | None = None) -> Host:
+    """This machine (its network namespace) as a Host; `overrides` are
+    sysctl values the engine uses instead of the kernel's (the engine's
+    connection table is its own, e.g. its own nf_conntrack_max)."""
     links = _ip_json("addr", "show")
     routes = _ip_json("-4", "route", "show", "table", "main")
     sysctls = {name: v for name in _SYSCTLS if (v := _read_sysctl(name)) is not None}
+    sysctls.update(overrides or {})
     return host_from_dict(host_dict(links, routes, sysctls), source="live host")

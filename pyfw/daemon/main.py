@@ -1,11 +1,13 @@
-"""`pyfw daemon --nfqueue NUM [--ruleset FILE] [--socket PATH]`.
+"""`pyfw daemon --nfqueue NUM [--ruleset FILE] [--socket PATH] [--fail-open] [--ipv6 drop|accept]`.
 
 Start-up order keeps the machine untouched on any failure: the ruleset is
 loaded first (a file that does not restore stops here with pyfw-restore's
-message), then the host is read, the queue bound and the socket opened,
-and only then are the kernel rules installed that hand packets to the
-queue.  They carry a pyfw comment and are removed one by one, exactly as
-added, at SIGTERM/SIGINT or on an error.
+message and exit status), then the host is read, the queue bound and the
+socket opened, and only then are the kernel rules installed that hand
+packets to the queue (pyfw.daemon.steering).  They carry a pyfw comment
+and are removed one by one, exactly as added, at SIGTERM/SIGINT or on an
+error.  After a SIGKILL they stay, holding the fail mode; the next start
+on the same queue takes them over, `--cleanup` removes them.
 """
 
 from __future__ import annotations
@@ -20,57 +22,20 @@ import sys
 from typing import Any
 
 from pyfw.cli.main import DEFAULT_SOCKET
+from pyfw.daemon.logsink import DEV_LOG, LogSink
+from pyfw.daemon.steering import KernelRules, Steering, owner_alive, remove_rules, stale_rules
 
-IPTABLES = os.environ.get("PYFW_IPTABLES", "iptables-legacy")
+_sink: LogSink | None = None
 
-
-def kernel_rules(num: int) -> list[tuple[str, list[str]]]:
-    """([table:]chain, rule-spec) of the rules (raw table unless named) that queue packets to `num`:
-    NOTRACK keeps the kernel's conntrack and NAT out of traffic pyfw
-    handles; lo's PREROUTING is skipped (the engine sees loopback at OUTPUT);
-    the daemon's own replies carry OWN_MARK and are not queued again; packets
-    whose source the engine rewrote come back at mangle POSTROUTING."""
-    from pyfw.daemon.nfqueue import OWN_MARK, OWN_MASK, POST_MARK
-
-    tag = ["-m", "comment", "--comment", f"pyfw-daemon queue {num}"]
-    queue = ["-j", "NFQUEUE", "--queue-num", str(num)]
-    return [
-        ("PREROUTING", [*tag, "-j", "NOTRACK"]),
-        ("PREROUTING", ["!", "-i", "lo", *tag, *queue]),
-        ("OUTPUT", [*tag, "-j", "NOTRACK"]),
-        ("OUTPUT", ["-m", "mark", "!", "--mark", f"{OWN_MARK:#x}/{OWN_MASK:#x}", *tag, *queue]),
-        ("mangle:POSTROUTING", ["-m", "mark", "--mark", f"{POST_MARK:#x}/{OWN_MASK:#x}", *tag, *queue]),
-    ]
-
-
-class KernelRules:
-    """The rules this daemon added, to remove exactly those."""
-
-    def __init__(self, num: int) -> None:
-        self.num = num
-        self.added: list[tuple[str, list[str]]] = []
-
-    def install(self) -> None:
-        positions: dict[str, int] = {}
-        for chain, spec in kernel_rules(self.num):
-            pos = positions.get(chain, 0) + 1
-            positions[chain] = pos
-            table, _, name = chain.rpartition(":")
-            subprocess.run([IPTABLES, "-w", "-t", table or "raw", "-I", name, str(pos), *spec],
-                           check=True, capture_output=True, text=True)
-            self.added.append((chain, spec))
-
-    def remove(self) -> None:
-        while self.added:
-            chain, spec = self.added.pop()
-            table, _, name = chain.rpartition(":")
-            subprocess.run([IPTABLES, "-w", "-t", table or "raw", "-D", name, *spec],
-                           capture_output=True, text=True)
-
-
-def _log(text: str) -> None:
-    sys.stderr.write(f"pyfw daemon: {text}\n")
-    sys.stderr.flush()
+def _log(text: str, error: bool = False) -> None:
+    """One line about the daemon (syslog and stderr once the sink is up)."""
+    if _sink is None:
+        sys.stderr.write(f"pyfw daemon: {text}\n")
+        sys.stderr.flush()
+    elif error:
+        _sink.error(text)
+    else:
+        _sink.event(text)
 
 
 def _load_ruleset(path: str | None) -> Any:
@@ -103,22 +68,56 @@ def _reload(path: str | None, live: Any) -> None:
         return
     ruleset, message, _ = _load_ruleset(path)
     if ruleset is None:
-        _log(f"reload of {path} failed, the live ruleset is unchanged: {message.strip()}")
+        one_line = " / ".join(part for part in message.splitlines() if part.strip())
+        _log(f"reload of {path} failed, the live ruleset is unchanged: {one_line}", error=True)
         return
     live.save(None, ruleset)
     _log(f"reloaded {path}")
 
 
-def main(argv: list[str]) -> int:
+def _cleanup(num: int | None) -> int:
+    """`--cleanup`: remove the kernel rules of daemons that are gone."""
+    stale = stale_rules(num)
+    alive = [r for r in stale if owner_alive(r.owner)]
+    gone = remove_rules(r for r in stale if not owner_alive(r.owner))
+    which = f"queue {num}" if num is not None else "any queue"
+    _log(f"cleanup: removed {gone} kernel rule(s) of {which}"
+         + (f"; {len(alive)} of running daemons left alone" if alive else ""))
+    return 0 if gone == len(stale) - len(alive) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pyfw daemon")
-    ap.add_argument("--nfqueue", type=int, required=True, metavar="NUM")
+    ap.add_argument("--nfqueue", type=int, metavar="NUM")
     ap.add_argument("--ruleset", metavar="FILE")
     ap.add_argument("--socket", default=os.environ.get("PYFW_SOCKET") or DEFAULT_SOCKET, metavar="PATH")
     ap.add_argument("--workers", type=int, default=1, metavar="N",
                     help="N packet processes on queues NUM..NUM+N-1 (pyfw.daemon.workers)")
     ap.add_argument("--outside", action="append", metavar="IF",
                     help="an interface facing the outside, for --workers steering (default: the default route's)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--fail-open", action="store_true",
+                    help="let packets through while no daemon reads the queue or it is full (default: drop)")
+    ap.add_argument("--ipv6", choices=("drop", "accept"), default="drop",
+                    help="forwarded IPv6: dropped and counted (default) or left to the kernel")
+    ap.add_argument("--queue-len", type=int, default=None, metavar="N",
+                    help="packets the kernel holds for the daemon before the fail mode applies")
+    ap.add_argument("--conntrack-max", type=int, default=None, metavar="N",
+                    help="the engine's connection table size (default: the kernel's nf_conntrack_max)")
+    ap.add_argument("--syslog", default=os.environ.get("PYFW_SYSLOG", DEV_LOG), metavar="PATH|none",
+                    help=f"the syslog socket (default {DEV_LOG}, used when present)")
+    ap.add_argument("--cleanup", action="store_true",
+                    help="remove the kernel rules a killed daemon left (of queue NUM, or of all) and exit")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    global _sink
+    args = _parser().parse_args(argv)
+    if args.cleanup:
+        return _cleanup(args.nfqueue)
+    if args.nfqueue is None:
+        _log("--nfqueue NUM is required")
+        return 2
     if not 0 <= args.nfqueue <= 65535:
         _log(f"queue number {args.nfqueue} out of range 0-65535")
         return 2
@@ -130,12 +129,14 @@ def main(argv: list[str]) -> int:
 
     from pyfw.daemon.control import ControlServer, LiveStore
     from pyfw.daemon.hostinfo import read_host
-    from pyfw.daemon.nfqueue import Adapter, LiveEngine
+    from pyfw.daemon.nfqueue import QUEUE_LEN, Adapter, LiveEngine
 
+    _sink = sink = LogSink(args.syslog)
     try:
-        host = read_host()
+        overrides = {} if args.conntrack_max is None else {"net.netfilter.nf_conntrack_max": args.conntrack_max}
+        host = read_host(overrides)
     except Exception as exc:
-        _log(f"cannot read the host's interfaces and routes: {exc}")
+        _log(f"cannot read the host's interfaces and routes: {exc}", error=True)
         return 1
     if args.workers != 1:
         if not 2 <= args.workers <= 256:
@@ -159,19 +160,24 @@ def main(argv: list[str]) -> int:
         reload = True
 
     adapter = server = None
-    rules = KernelRules(args.nfqueue)
+    steering = Steering(args.nfqueue, fail_open=args.fail_open, ipv6=args.ipv6)
+    rules = KernelRules(steering)
     try:
         try:
-            adapter = Adapter(args.nfqueue, engine)
+            adapter = Adapter(args.nfqueue, engine, fail_open=args.fail_open,
+                              queue_len=args.queue_len or QUEUE_LEN)
         except Exception as exc:
-            _log(f"cannot bind NFQUEUE {args.nfqueue}: {exc}")
+            _log(f"cannot bind NFQUEUE {args.nfqueue}: {exc}", error=True)
             return 1
+        adapter.sink = sink
+        for problem in adapter.problems:
+            _log(f"queue {args.nfqueue}: {problem}", error=True)
         if os.environ.get("PYFW_DAEMON_DEBUG"):
             adapter.debug = _log
         try:
             server = ControlServer(args.socket, live)
         except OSError as exc:
-            _log(f"cannot listen on {args.socket}: {exc}")
+            _log(f"cannot listen on {args.socket}: {exc}", error=True)
             return 1
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -179,9 +185,14 @@ def main(argv: list[str]) -> int:
         try:
             rules.install()
         except subprocess.CalledProcessError as exc:
-            _log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}")
+            _log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}", error=True)
             return 1
-        _log(f"started: queue {args.nfqueue}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}")
+        # ours are in front now: the rules a killed daemon left can go
+        stale = stale_rules(args.nfqueue, keep_owner=steering.owner)
+        took = remove_rules(stale)
+        _log(f"started: queue {args.nfqueue}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
+             f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
+             + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         waitables: list[Any] = [adapter, server]
         while not stopping:
             try:
@@ -195,9 +206,11 @@ def main(argv: list[str]) -> int:
                 adapter.run_ready()
             if server in ready:
                 server.handle_one()
-        counts = ", ".join(f"{k} {v}" for k, v in sorted({**adapter.stats, **engine.stats}.items()))
-        _log(f"stopped ({counts or 'no packets'})")
+        _log(f"stopped ({_counts(adapter, engine, rules, sink)})")
         return 0
+    except Exception as exc:
+        _log(f"stopped on an error: {type(exc).__name__}: {exc}", error=True)
+        return 1
     finally:
         rules.remove()
         if server is not None:
@@ -205,3 +218,14 @@ def main(argv: list[str]) -> int:
         if adapter is not None:
             with contextlib.suppress(Exception):
                 adapter.close()
+        _sink = None
+        sink.close()
+
+
+def _counts(adapter: Any, engine: Any, rules: KernelRules, sink: LogSink) -> str:
+    ct = {f"conntrack-{k}": v for k, v in engine.ct.stat.as_dict().items() if v and k in ("drop", "early_drop")}
+    counts = {**adapter.stats, **engine.stats, **sink.stats, **ct}
+    v6 = rules.ipv6_dropped()
+    if v6 is not None:
+        counts["ipv6-dropped"] = v6
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no packets"

@@ -17,15 +17,17 @@ import struct
 import time
 from typing import Any
 
+from pyfw.daemon.steering import OWN_MARK, OWN_MASK, POST_MARK
 from pyfw.engine.engine import Engine, Result
 from pyfw.engine.packet import Packet
 
+__all__ = ["OWN_MARK", "OWN_MASK", "POST_MARK", "Adapter", "LiveEngine"]
+
 NF_IP_LOCAL_OUT = 3
 NF_IP_POST_ROUTING = 4
-POST_MARK = 0x50F20000  # accepted at PREROUTING, to be rewritten at POSTROUTING
 MAX_PENDING = 65536
-OWN_MARK = 0x50F30000  # on the daemon's own raw-socket packets (queue rule skips them)
-OWN_MASK = 0xFFFF0000
+QUEUE_LEN = 8192  # packets the kernel holds for us before the fail mode applies
+RCVBUF = 16 << 20  # the queue socket's receive buffer (a burst waits there)
 
 
 class LiveEngine(Engine):
@@ -36,14 +38,45 @@ class LiveEngine(Engine):
     def __init__(self, ruleset: Any, host: Any) -> None:
         self.own_frames = 0
         self.delivered: bytes | None = None
+        self.mark: int | None = None  # the packet's mark as the rules left it
+        self._flushing = False
+        self.nflog_lines: list[str] = []
         super().__init__(ruleset, host)
+
+    def load(self, ruleset: Any) -> None:
+        # NFLOG's packets have no ulogd here: they become lines like LOG's
+        # (the NFLOG target binds env.nflog when it compiles)
+        setattr(self.env, "nflog", self._nflog)  # noqa: B010
+        super().load(ruleset)
+
+    def _nflog(self, group: int, prefix: str, pkt: Packet) -> None:
+        from pyfw.engine.logtext import format_packet
+
+        self.nflog_lines.append(format_packet(pkt, prefix, 0))
+
+    def take_lines(self) -> list[tuple[int, str]]:
+        """The LOG (level warning) and NFLOG (info) lines since the last call."""
+        out = [(4, text) for _t, text in self.logs] + [(6, text) for text in self.nflog_lines]
+        self.logs.clear()
+        self.nflog_lines.clear()
+        return out
 
     def _deliver(self, pkt: Packet) -> None:
         self.delivered = bytes(pkt.data)  # the kernel's stack takes it from here
+        self.mark = pkt.mark
+
+    def _transmit(self, pkt: Packet, rr: Any, res: Result) -> None:
+        if not self._flushing:
+            self.mark = pkt.mark
+        super()._transmit(pkt, rr, res)
 
     def _flush_local(self, res: Result, trace: bool) -> None:
         self.own_frames = len(res.emitted)
-        super()._flush_local(res, trace)
+        self._flushing = True
+        try:
+            super()._flush_local(res, trace)
+        finally:
+            self._flushing = False
 
 
 def _post_key(ip: bytes) -> bytes:
@@ -63,20 +96,26 @@ def _ip_checksum_fix(data: bytearray) -> None:
 class Adapter:
     """Binds queue `num` and gives each packet the engine's verdict."""
 
-    def __init__(self, num: int, engine: LiveEngine) -> None:
+    def __init__(self, num: int, engine: LiveEngine, fail_open: bool = False,
+                 queue_len: int = QUEUE_LEN, rcvbuf: int = RCVBUF) -> None:
         from netfilterqueue import NetfilterQueue
+
+        from pyfw.daemon.queueconf import configure
 
         self.engine = engine
         self.stats: dict[str, int] = {}
-        self.pending: dict[bytes, bytes] = {}  # _post_key -> the engine's packet
+        self.pending: dict[bytes, tuple[bytes, int]] = {}  # _post_key -> the engine's packet, its mark
         self.debug: Any = None  # a callable taking one line per packet
         self.post_mark = POST_MARK  # a worker's own (pyfw.daemon.steer.post_mark)
+        self.sink: Any = None  # a LogSink for LOG/NFLOG lines (None: they are dropped)
         self._names: dict[int, str] = {}
-        self._heads: dict[str, bytes] = {}
+        self._heads: dict[tuple[str, bytes | None], bytes] = {}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, OWN_MARK)
         self.nfq = NetfilterQueue()
-        self.nfq.bind(num, self._packet, max_len=4096)
+        self.nfq.bind(num, self._packet, max_len=queue_len)
+        # (run(block=False) already reads every waiting message per wakeup)
+        self.problems = configure(self.fileno(), num, fail_open, rcvbuf)
 
     def fileno(self) -> int:
         return int(self.nfq.get_fd())
@@ -102,14 +141,21 @@ class Adapter:
             self._names[index] = name
         return name
 
-    def _head(self, iface: str) -> bytes:
-        head = self._heads.get(iface)
+    def _head(self, iface: str, hw: bytes | None) -> bytes:
+        """The Ethernet header the frame had, as far as the queue tells it:
+        our interface's MAC as destination, the sender's (NFQA_HWADDR) as
+        source -- so that LOG's MAC= and `-m mac` see the real sender."""
+        key = (iface, hw)
+        head = self._heads.get(key)
         if head is None:
             try:
                 mac = self.engine.host.mac(iface)
             except Exception:
                 mac = b"\x02\0\0\0\0\1"
-            head = self._heads[iface] = bytes(mac) + b"\x02\0\0\0\0\0" + b"\x08\x00"
+            src = hw[:6] if hw and len(hw) >= 6 else b"\x02\0\0\0\0\0"
+            if len(self._heads) > 4096:
+                self._heads.clear()
+            head = self._heads[key] = bytes(mac) + src + b"\x08\x00"
         return head
 
     def _packet(self, qp: Any) -> None:
@@ -125,13 +171,16 @@ class Adapter:
         now = time.monotonic()
         eng.delivered = None
         eng.own_frames = 0
+        eng.mark = None
         if qp.hook == NF_IP_POST_ROUTING:
-            final = self.pending.pop(_post_key(data), None)
-            qp.set_mark(0)
-            if final is None:
+            entry = self.pending.pop(_post_key(data), None)
+            if entry is None:
+                qp.set_mark(0)
                 self._count("post-unknown")
                 qp.accept()
                 return
+            final, mark = entry
+            qp.set_mark(mark)
             qp.set_payload(final)
             qp.accept()
             return
@@ -139,7 +188,9 @@ class Adapter:
             res = eng.send(data, now)
         else:
             iface = self._name(qp.indev)
-            res = eng.receive(self._head(iface) + data, iface, now)
+            res = eng.receive(self._head(iface, qp.get_hw()) + data, iface, now)
+        if eng.logs or eng.nflog_lines:
+            self._lines()
         own = res.emitted[:eng.own_frames]
         if self.debug:
             self.debug(f"hook={qp.hook} len={len(data)} path={res.path} verdict={res.verdict} "
@@ -167,7 +218,7 @@ class Adapter:
                     self._count("nat-both-addresses")  # hairpin NAT: not yet
                 if len(self.pending) >= MAX_PENDING:
                     self.pending.pop(next(iter(self.pending)))
-                self.pending[_post_key(data)] = final
+                self.pending[_post_key(data)] = (final, eng.mark or 0)
                 qp.set_mark(self.post_mark)
                 self._count("accept-post")
                 qp.accept()
@@ -180,8 +231,19 @@ class Adapter:
                 new = bytes(out)
         if new is not None and new != data:
             qp.set_payload(new)
+        if eng.mark and eng.mark != qp.get_mark():
+            # MARK/CONNMARK's result for the kernel's routing, tc and later
+            # hooks (a mark the rules clear to 0 is not carried: the engine
+            # starts from 0, not from the kernel's mark)
+            qp.set_mark(eng.mark)
         self._count("accept")
         qp.accept()
+
+    def _lines(self) -> None:
+        lines = self.engine.take_lines()
+        if self.sink is not None:
+            for level, text in lines:
+                self.sink.packet(text, level)
 
     def _send_raw(self, ip: bytes) -> None:
         if len(ip) < 20:

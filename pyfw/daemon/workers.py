@@ -101,15 +101,23 @@ def _resolve(name: str) -> Callable[..., Any]:
 class Worker:
     """The process behind queue num+k."""
 
-    def __init__(self, k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: Any) -> None:
-        from pyfw.daemon.nfqueue import Adapter, LiveEngine
+    def __init__(self, k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: Any,
+                 opts: dict[str, Any] | None = None) -> None:
+        from pyfw.daemon.logsink import LogSink
+        from pyfw.daemon.nfqueue import QUEUE_LEN, Adapter, LiveEngine
         from pyfw.daemon.steer import post_mark
+
+        opts = opts or {}
 
         self.k = k
         self.conn = conn
         self.engine = LiveEngine(ruleset, host)
-        self.adapter = Adapter(num + k, self.engine)
+        self.adapter = Adapter(num + k, self.engine, fail_open=bool(opts.get("fail_open")),
+                               queue_len=opts.get("queue_len") or QUEUE_LEN)
         self.adapter.post_mark = post_mark(k)
+        self.sink = self.adapter.sink = LogSink(opts.get("syslog"))  # LOG/NFLOG lines of this worker
+        for problem in self.adapter.problems:
+            self.sink.error(f"worker {k}, queue {num + k}: {problem}")
         if debug:
             self.adapter.debug = lambda text: debug(f"worker {k}: {text}")
 
@@ -174,7 +182,7 @@ class Worker:
 
 
 def _worker_main(k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: bool,
-                 zero: bool, parent_ends: list[Any]) -> None:
+                 zero: bool, parent_ends: list[Any], opts: dict[str, Any] | None = None) -> None:
     # the parent's ends of the pipes (and its control socket) came along
     # with the fork: without closing them a worker would not see its parent go
     for end in parent_ends:
@@ -186,7 +194,7 @@ def _worker_main(k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any
         signal.signal(sig, signal.SIG_IGN)
     log = _log_line if debug else None
     try:
-        worker = Worker(k, num, conn, ruleset, host, log)
+        worker = Worker(k, num, conn, ruleset, host, log, opts)
     except Exception as exc:
         conn.send(("error", f"cannot bind NFQUEUE {num + k}: {exc}"))
         return
@@ -213,7 +221,8 @@ class WorkerDied(Exception):
 class WorkerPool:
     """The parent's handle on its workers."""
 
-    def __init__(self, num: int, n: int, ruleset: Ruleset, host: Any, debug: bool = False) -> None:
+    def __init__(self, num: int, n: int, ruleset: Ruleset, host: Any, debug: bool = False,
+                 opts: dict[str, Any] | None = None) -> None:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("fork")
@@ -226,6 +235,7 @@ class WorkerPool:
         self.last: list[tuple[list[tuple[str, str, int]], list[int]] | None] = [None] * n
         self.close_in_child: list[Any] = []  # the parent's sockets a worker must not keep open
         self.held_now = False
+        self.opts = opts  # the daemon's options a worker uses (fail mode, queue length, syslog)
         for k in range(n):
             self._spawn(k, ruleset, zero=k > 0)
         try:
@@ -238,7 +248,7 @@ class WorkerPool:
         parent, child = self.ctx.Pipe()
         inherited = [*self.conns, parent, *self.close_in_child]
         p = self.ctx.Process(target=_worker_main, name=f"pyfw-worker-{k}", daemon=True,
-                             args=(k, self.num, child, ruleset, self.host, self.debug, zero, inherited))
+                             args=(k, self.num, child, ruleset, self.host, self.debug, zero, inherited, self.opts))
         p.start()
         child.close()
         if k < len(self.conns):
@@ -387,38 +397,12 @@ def union_stats(stats: list[dict[str, int]]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ the parent's loop
-class SteerRules:
-    """The steering rules this daemon added, to remove exactly those."""
-
-    def __init__(self, rules: list[tuple[str, str, list[str]]], iptables: str) -> None:
-        self.rules = rules
-        self.iptables = iptables
-        self.added: list[tuple[str, str, list[str]]] = []
-
-    def install(self) -> None:
-        positions: dict[tuple[str, str], int] = {}
-        try:
-            for table, chain, spec in self.rules:
-                pos = positions[(table, chain)] = positions.get((table, chain), 0) + 1
-                subprocess.run([self.iptables, "-w", "-t", table, "-I", chain, str(pos), *spec],
-                               check=True, capture_output=True, text=True)
-                self.added.append((table, chain, spec))
-        except (subprocess.CalledProcessError, OSError):
-            self.remove()
-            raise
-
-    def remove(self) -> None:
-        while self.added:
-            table, chain, spec = self.added.pop()
-            subprocess.run([self.iptables, "-w", "-t", table, "-D", chain, *spec], capture_output=True, text=True)
-
-
 def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         reload: Callable[[str | None, Any], None]) -> int:
     """The daemon with args.workers worker processes (args as main parses them)."""
     from pyfw.daemon.control import ControlServer, LiveStore
-    from pyfw.daemon.main import IPTABLES
     from pyfw.daemon.steer import read_topology, worker_rules
+    from pyfw.daemon.steering import KernelRule, KernelRules, Steering, remove_rules, stale_rules
 
     n = args.workers
     if args.nfqueue + n - 1 > 65535:
@@ -430,11 +414,13 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         log(f"cannot steer to workers: {exc}")
         return 1
     last = args.nfqueue + n - 1
-    tag = ["-m", "comment", "--comment", f"pyfw-daemon queue {args.nfqueue}"]
-    rules = SteerRules(worker_rules(args.nfqueue, n, topo, tag,
-                                   lambda q: ["-j", "NFQUEUE", "--queue-num", str(q)]), IPTABLES)
+    steering = Steering(args.nfqueue, fail_open=args.fail_open, ipv6=args.ipv6)
+    rules = KernelRules(steering, [KernelRule(4, table, chain, tuple(spec)) for table, chain, spec in
+                                   worker_rules(args.nfqueue, n, topo, steering.tag(), steering.queue)]
+                        + steering.ipv6_rules())
+    opts = {"fail_open": args.fail_open, "queue_len": args.queue_len, "syslog": args.syslog}
     try:
-        pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")))
+        pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")), opts=opts)
     except (OSError, WorkerDied) as exc:
         log(str(exc))
         return 1
@@ -493,8 +479,12 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         except subprocess.CalledProcessError as exc:
             log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}")
             return 1
+        stale = stale_rules(args.nfqueue, keep_owner=steering.owner)
+        took = remove_rules(stale)
         log(f"started: queues {args.nfqueue}-{last} ({n} workers, outside {','.join(topo.outside)}), "
-            f"socket {args.socket}, ruleset {args.ruleset or '(empty)'}")
+            f"socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
+            f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
+            + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         while not stopping:
             try:
                 waitables: list[Any] = [server, *pool.conns]
@@ -515,8 +505,11 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
                 break
         return rc
     finally:
+        v6 = rules.ipv6_dropped()
         rules.remove()
         counts = union_stats(pool.stop())
+        if v6 is not None:
+            counts["ipv6-dropped"] = v6
         text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         log(f"stopped ({text or 'no packets'})")
         if server is not None:
