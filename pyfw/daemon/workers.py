@@ -122,7 +122,9 @@ class Worker:
             self.adapter.debug = lambda text: debug(f"worker {k}: {text}")
 
     def stats(self) -> dict[str, int]:
-        return {**self.adapter.stats, **self.engine.stats}
+        ct = {f"conntrack-{k}": v for k, v in self.engine.ct.stat.as_dict().items()
+              if v and k in ("drop", "early_drop")}
+        return {**self.adapter.stats, **self.engine.stats, **self.sink.stats, **ct}
 
     def serve(self, msg: tuple[Any, ...]) -> tuple[Any, ...]:
         """One request of the parent; its answer."""
@@ -161,6 +163,8 @@ class Worker:
                 if msg[0] == "stop":
                     self.conn.send(("ok", self.stats()))
                     return
+                if msg[0] == "go":
+                    continue  # the release of a hold this worker never got
                 self.conn.send(self.serve(msg))
                 if msg[0] == "hold":
                     if not self._held():
@@ -330,7 +334,11 @@ class WorkerPool:
         if self.held_now:
             yield
             return
-        answers = self._ask("hold")
+        try:
+            answers = self._ask("hold")
+        except WorkerDied:
+            self._release()  # the others must not wait for a `go` that never comes
+            raise
         self.held_now = True
         try:
             self.last = [(a[1], a[2]) for a in answers]
@@ -341,9 +349,12 @@ class WorkerPool:
             yield
         finally:
             self.held_now = False
-            for conn in self.conns:
-                with contextlib.suppress(OSError):
-                    conn.send(("go",))
+            self._release()
+
+    def _release(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("go",))
 
     def apply(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset in every worker (call it while held)."""
