@@ -186,9 +186,10 @@ class Connection:
         st = self.state
         if self.fin_queued or st in (CLOSED, LISTEN):
             return
-        if st == SYN_SENT:
-            self._destroy()
+        if st == SYN_SENT and not self.sndbuf:
+            self._destroy()       # RFC 9293 3.10.4: nothing queued, delete the TCB
             return
+        # in SYN_SENT with data queued the FIN waits for the handshake
         self.fin_queued = True
         if st in (ESTABLISHED, SYN_RCVD):
             self.state = FIN_WAIT_1
@@ -441,7 +442,7 @@ class Connection:
         self.rtt_seq = None
         self.rto_at = None
         self.retries = 0
-        self.state = ESTABLISHED
+        self.state = FIN_WAIT_1 if self.fin_queued else ESTABLISHED
         self.ack_now = True
         on_connect = getattr(self.app, "on_connect", None)
         if on_connect is not None:

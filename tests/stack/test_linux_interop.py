@@ -50,3 +50,31 @@ def test_curl_fetches_status_and_10mb(cc: str) -> None:
         assert out.split()[0].decode() == hashlib.sha256(pattern_bytes(N)).hexdigest()
         assert stack.counters["StackErrors"] == 0, stack.last_error
         assert stack.counters["AppErrors"] == 0, stack.last_app_error
+
+
+UDP_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(b"ping " * 200, ("10.77.0.2", 5353))
+data, addr = s.recvfrom(4096)
+print(addr[0], addr[1], data.decode())
+"""
+
+
+def test_udp_echo_with_linux() -> None:
+    stack = Stack()
+    seen: list[tuple[int, int, bytes]] = []
+
+    def echo(src: int, sport: int, data: bytes) -> None:
+        seen.append((src, sport, data))
+        stack.udp_send(STACK_ADDR, 5353, src, sport, b"pong:" + data[:10])
+
+    stack.udp_bind(STACK_ADDR, 5353, echo)
+    with TapLink(stack) as link:
+        proc = link.popen(["python3", "-c", UDP_CLIENT])
+        assert link.pump(lambda: proc.poll() is not None, timeout=10)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+    assert out.decode().strip() == "10.77.0.2 5353 pong:ping ping"
+    assert len(seen) == 1 and seen[0][2] == b"ping " * 200
