@@ -31,12 +31,25 @@ from pyfw.engine.api import (
     PACKET_HOST,
     PACKET_MULTICAST,
 )
+from pyfw.engine.host import (
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RTN_BROADCAST,
+    RTN_LOCAL,
+    RTN_MULTICAST,
+    RTN_UNICAST,
+    RTN_UNSPEC,
+)
 from pyfw.engine.packet import IP_DF, IP_MF, IP_OFFMASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from pyfw.engine.peers import Peers, jiffies, ms_to_jiffies, ratelimited_type
 from pyfw.engine.tables import CompiledTable, TraceStep, compile_table, do_table
 from pyfw.ruleset.model import Ruleset
+from pyfw.wire import ipv4
+from pyfw.wire.frag import exceeds_mtu, fragment, needs_fragment
+from pyfw.wire.ipv4 import decrease_ttl
 
 ETH_P_IP = 0x0800
+_NAT_HOOKS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 ETH_P_ARP = 0x0806
 BROADCAST_MAC = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
@@ -158,10 +171,19 @@ class Engine:
             name: compile_table(t, self.env) for name, t in ruleset.tables.items()}
         self.tracking = "nat" in ruleset.tables or _uses_conntrack(ruleset)
         self.has_nat = "nat" in ruleset.tables
+        # (table, hook) -> the compiled table, for the pairs that have a chain
+        self._hooked: dict[tuple[str, str], CompiledTable] = {
+            (name, hook): t for name, t in self.tables.items() for hook in t.chains}
+        # the nat table's walk per hook, for packets that are not traced
+        self._nat_walks: dict[str, Callable[[Packet], int]] = {
+            hook: self._nat_walk(hook) for hook in _NAT_HOOKS}
         # Routing answers depend only on the host's configuration, which the
         # engine never changes: remember them (cleared with every load).
         self._input_routes: dict[tuple[int, int, str, int], Any] = {}
         self._l2_heads: dict[tuple[str, int, int], bytes] = {}
+
+    def _nat_walk(self, hook: str) -> Callable[[Packet], int]:
+        return lambda p: self._table("nat", hook, p, None)
 
     def _input_route(self, src: int, dst: int, iif: str, proto: int) -> Any:
         key = (src, dst, iif, proto)
@@ -173,8 +195,8 @@ class Engine:
         return rr
 
     def _table(self, name: str, hook: str, pkt: Packet, trace: list[TraceStep] | None) -> int:
-        t = self.tables.get(name)
-        if t is None or hook not in t.chains:
+        t = self._hooked.get((name, hook))
+        if t is None:
             return NF_ACCEPT
         pkt.hook = hook
         v = do_table(t, hook, pkt, trace)
@@ -242,10 +264,8 @@ class Engine:
             return self._arp(frame, iface)
         if ethertype != ETH_P_IP:
             return Result(None, "ignored")
-        from pyfw.wire.ipv4 import validate
-
         ip = bytes(frame[14:])
-        reason = validate(ip)
+        reason = ipv4.validate(ip)
         if reason is not None:
             self._count("malformed:" + reason)
             return Result(None, "malformed", reason=reason)
@@ -320,6 +340,8 @@ class Engine:
         (then the kernel has no NAT hooks and makes no null bindings)."""
         if not self.has_nat:
             return None
+        if tr is None:
+            return self._nat_walks[hook]
         return lambda p: self._table("nat", hook, p, tr)
 
     def _reassemble(self, pkt: Packet) -> Packet | None:
@@ -333,8 +355,6 @@ class Engine:
 
     def _route_input(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
         """ip_rcv_finish's routing decision, then local delivery or forwarding."""
-        from pyfw.engine.host import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, RTN_UNSPEC
-
         rr = self._input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
         if pkt.ihl > 20 and (rr.error == 0 or rr.type != RTN_UNSPEC) and not self._rcv_options(pkt, rr):
             res.path = "prerouting"
@@ -359,9 +379,6 @@ class Engine:
         (a bad one: ICMP parameter problem, drop), fill in record-route and
         timestamp slots with the address fib_compute_spec_dst picks, refuse
         a source route unless accept_source_route.  False: dropped."""
-        from pyfw.engine.host import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RTN_LOCAL
-        from pyfw.wire import ipv4
-
         host = self.host
         if rr.error == 0 and rr.type == RTN_LOCAL:
             spec = pkt.dst
@@ -383,10 +400,9 @@ class Engine:
         """ip_forward_options, after FORWARD: the record-route and timestamp
         slots the input claimed get the address of the way out, and the
         header checksum is computed again when anything changed."""
-        from pyfw.engine.host import RT_SCOPE_UNIVERSE
-        from pyfw.wire import ipv4
-
-        opts = (pkt.extra or {}).get("ipopt")
+        if pkt.extra is None:
+            return
+        opts = pkt.extra.get("ipopt")
         if opts is None or not opts.optlen:
             return
         d = pkt.data
@@ -408,8 +424,6 @@ class Engine:
     def _reply_options(self, pkt: Packet, saddr: int) -> bytes | None:
         """__ip_options_echo + ip_options_build for a reply to `pkt` from
         `saddr` (b"" when it had none; None: the kernel does not reply)."""
-        from pyfw.wire import ipv4
-
         opts = (pkt.extra or {}).get("ipopt")
         if opts is None or not opts.optlen:
             return b""
@@ -438,9 +452,6 @@ class Engine:
 
     def _forward(self, pkt: Packet, rr: Any, res: Result, tr: list[TraceStep] | None) -> int:
         """ip_forward: TTL and MTU checks, TTL decrement, then FORWARD."""
-        from pyfw.wire.frag import exceeds_mtu
-        from pyfw.wire.ipv4 import decrease_ttl
-
         if pkt.ttl <= 1:
             self._icmp_error(pkt, 11, 0)  # time exceeded in transit
             return NF_DROP
@@ -672,8 +683,6 @@ class Engine:
     # ------------------------------------------------------------ transmit
     def _transmit(self, pkt: Packet, rr: Any, res: Result) -> None:
         """ip_finish_output: fragment to the egress MTU, add Ethernet."""
-        from pyfw.wire.frag import fragment, needs_fragment
-
         mtu = self.host.mtu(rr.dev)
         extra = pkt.extra or {}
         fms = extra.get("frag_max_size", 0)

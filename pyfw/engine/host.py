@@ -502,6 +502,9 @@ def derive_mac(name: str) -> bytes:
 
 
 # ---------------------------------------------------------------- the FIB
+_MISS = object()
+
+
 class _Fib:
     """Routes indexed by prefix length then network, each bucket in the
     kernel's alias order."""
@@ -516,6 +519,8 @@ class _Fib:
                 # then metric; stable, so insertion order breaks ties (NLM_F_APPEND)
                 lst.sort(key=lambda r: (-r.table, r.metric))
         self.lens = sorted(self.buckets, reverse=True)
+        # (mask, networks of that prefix length), longest prefix first
+        self._levels = [(_MASKS[plen], self.buckets[plen]) for plen in self.lens]
         self._cache: dict[int, Route | None] = {}
 
     def lookup(self, dst: int, oif: str | None = None, scope: int = RT_SCOPE_UNIVERSE) -> Route | None:
@@ -523,14 +528,14 @@ class _Fib:
         `oif` when given)."""
         plain = oif is None and scope == RT_SCOPE_UNIVERSE
         if plain:
-            try:
-                return self._cache[dst]
-            except KeyError:
-                pass
+            # (a get with a default: a miss is common -- every new
+            # destination -- and a KeyError costs more than the walk)
+            hit = self._cache.get(dst, _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
         found = None
-        buckets = self.buckets
-        for plen in self.lens:
-            lst = buckets[plen].get(dst & _MASKS[plen])
+        for mask, by_net in self._levels:
+            lst = by_net.get(dst & mask)
             if lst is None:
                 continue
             for r in lst:

@@ -27,7 +27,7 @@ A_NONE = 4      # no target: count and go on
 A_RETURN = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class CompiledRule:
     test: Callable[[Packet], bool]
     counters: Counters
@@ -41,7 +41,7 @@ class CompiledRule:
     trace_tail: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class CompiledChain:
     name: str
     rules: list[CompiledRule]
@@ -315,18 +315,31 @@ def compile_chain(chain: Chain, env: Env) -> CompiledChain:
 
 def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
              trace: list[TraceStep] | None = None) -> int:
-    """Walk a built-in chain; return the verdict (NF_* with queue bits)."""
+    """Walk a built-in chain; return the verdict (NF_* with queue bits).
+
+    `rules` is the list being walked: a chain's rules, or for an indexed
+    chain first its unindexed head, then (when the walk gets past it) the
+    candidates the index gives for this packet."""
     chains = table.chains
     chain = base = chains[chain_name]
-    rules, tail = chain.select(pkt)
+    index = chain.index
+    if index is None:
+        rules, tail = chain.rules, None
+    else:
+        rules, tail = index.head, index.candidates
     base_rules = rules
+    n = len(rules)
     i = 0
     stack: list[tuple[CompiledChain, list[CompiledRule], int, Any]] = []
     length = pkt.tot_len
     while True:
-        if i >= len(rules):
+        if i >= n:
             if tail is not None:
-                rules.extend(tail(pkt))  # the indexed rest of the chain
+                rules = tail(pkt)  # the indexed rest of the chain
+                if chain is base:
+                    base_rules = rules
+                n = len(rules)
+                i = 0
                 tail = None
                 continue
             if chain.policy is not None:
@@ -345,8 +358,10 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
                 _trace(table, chain, "return", len(chain.rules) + 1, pkt)
             if not stack:
                 chain, rules, i, tail = base, base_rules, len(base_rules), None
+                n = i
                 continue
             chain, rules, i, tail = stack.pop()
+            n = len(rules)
             continue
         cr = rules[i]
         i += 1
@@ -355,8 +370,9 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
                 continue
         except Hotdrop:
             return NF_DROP
-        cr.counters.packets += 1
-        cr.counters.bytes += length
+        c = cr.counters
+        c.packets += 1
+        c.bytes += length
         if trace is not None:
             trace.append(TraceStep(table.name, chain.name, cr.number, (cr.rule.src_file, cr.rule.src_line)))
         if pkt.trace:
@@ -380,14 +396,21 @@ def do_table(table: CompiledTable, chain_name: str, pkt: Packet,
             if not stack:
                 # RETURN with nothing to return to: the built-in's policy
                 chain, rules, i, tail = base, base_rules, len(base_rules), None
+                n = i
                 continue
             chain, rules, i, tail = stack.pop()
+            n = len(rules)
             continue
         target = chains[cr.arg]
         if kind == A_JUMP:
             stack.append((chain, rules, i, tail))
         chain = target
-        rules, tail = target.select(pkt)
+        index = target.index
+        if index is None:
+            rules, tail = target.rules, None
+        else:
+            rules, tail = index.head, index.candidates
+        n = len(rules)
         i = 0
 
 

@@ -143,13 +143,23 @@ class Conntrack:
         now = pkt.time
         self.now = now
         st = self.stat
-        hook = pkt.hook.upper()
-        prerouting = hook.startswith("PRE") if hook else not pkt.local
+        hook = pkt.hook
+        if hook == "PREROUTING":
+            prerouting = True
+        elif hook:
+            prerouting = hook.upper().startswith("PRE")
+        else:
+            prerouting = not pkt.local
 
-        if pkt.frag_off & 0x1FFF or pkt.ihl < 20 or pkt.ihl > pkt.tot_len or len(pkt.data) < pkt.tot_len:
+        ihl = pkt.ihl
+        tot_len = pkt.tot_len
+        if pkt.frag_off & 0x1FFF or ihl < 20 or ihl > tot_len or len(pkt.data) < tot_len:
             st.invalid += 1  # a fragment conntrack could not reassemble
             return NF_ACCEPT
-        zone, zdir = self._zone(pkt)
+        if pkt.ct_template is None:
+            zone, zdir = 0, ZONE_DIR_BOTH
+        else:
+            zone, zdir = self._zone(pkt)
         proto = pkt.proto
         if proto == IPPROTO_ICMP:
             r = icmp.icmp_error(self, pkt, prerouting, zone, zdir)
@@ -160,7 +170,7 @@ class Conntrack:
                 return NF_ACCEPT
 
         while True:
-            t = get_tuple(pkt.data, pkt.ihl, pkt.tot_len, proto, pkt.src, pkt.dst)
+            t = get_tuple(pkt.data, ihl, tot_len, proto, pkt.src, pkt.dst)
             if t is None:
                 st.invalid += 1
                 return NF_ACCEPT
@@ -238,7 +248,7 @@ class Conntrack:
         if rt is None:
             return NF_ACCEPT
         cfg = self.cfg
-        if cfg.max and len(self.table) + 1 > cfg.max:
+        if cfg.max and len(self.table.conns) + 1 > cfg.max:
             self.table.expire(now)
             if (len(self.table) + 1 > cfg.max
                     and not self.table.early_drop((t, zone_id(zone, zdir, 0)), now)):

@@ -30,7 +30,7 @@ class Tuple(NamedTuple):
         return Tuple(self.dst, self.src, self.proto, self.dport, self.sport)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Conn:
     orig: Tuple
     reply: Tuple

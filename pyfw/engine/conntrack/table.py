@@ -174,6 +174,16 @@ class Table:
     def find(self, t: Tuple, zone: int, zdir: int, now: float) -> tuple[Conn, int] | None:
         """nf_conntrack_find_get: the connection and the direction `t` is
         in; an expired entry met on the way is removed."""
+        if not zone:
+            # zone 0: one key either way, and an entry stored under zone id 0
+            # for its direction passes _find_key's zone check
+            e = self.hash.get((t, 0))
+            if e is None:
+                return None
+            if e[0].timeout_at <= now:
+                self.delete(e[0])
+                return None
+            return e
         zid = zone_id(zone, zdir, 0)
         hit = self._find_key(t, zid, zone, zdir, now)
         if hit is None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from pyfw.engine.host import Host
+
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_HOST = 254
 
@@ -137,6 +139,9 @@ def select_address(host: Any, dev: str, dst: int, scope: int = RT_SCOPE_UNIVERSE
 
 def nexthop(host: Any, dst: int) -> int:
     """rt_nexthop: the route's gateway for dst, else dst itself."""
+    if type(host) is Host:
+        r = host.route(dst)
+        return dst if r is None else r.next_hop(dst)
     route_fn = getattr(host, "route", None)
     if route_fn is None:
         return dst

@@ -163,6 +163,10 @@ class Nat:
         self._bysource: dict[tuple[int, int, int, int], list[Conn]] = {}
         self._sweep_at = 4096
         self.stats: dict[str, int] = {}
+        # the host is fixed while it runs: MASQUERADE's source address per
+        # (out interface, next hop), and its range per (range, address)
+        self._masq_addr: dict[tuple[str, int], int] = {}
+        self._masq_ranges: dict[tuple[int, int], tuple[NatRange, NatRange]] = {}
 
     # ------------------------------------------------------------ the hook
     def hook(self, pkt: Packet, hook: str, run_nat_table: Callable[[Packet], int] | None) -> int:
@@ -224,7 +228,11 @@ class Nat:
         if not ct.status & bit:
             return NF_ACCEPT
         # aim to look like the inverse of the other direction
-        target = invert(ct.orig if rdir else ct.reply)
+        t = ct.orig if rdir else ct.reply
+        if t.proto == IPPROTO_ICMP:
+            target = invert(t)
+        else:
+            target = Tuple(t.dst, t.src, t.proto, t.dport, t.sport)
         return NF_ACCEPT if self.manip_pkt(pkt, target, manip) else NF_DROP
 
     def manip_pkt(self, pkt: Packet, target: Tuple, manip: int) -> bool:
@@ -312,7 +320,18 @@ class Nat:
     def alloc_null_binding(self, ct: Conn, manip: int) -> int:
         """nf_nat_alloc_null_binding: map to the address the connection
         already has, letting the port move only to stay unique."""
-        ip = ct.reply.dst if manip == MANIP_SRC else ct.reply.src
+        reply = ct.reply
+        if manip == MANIP_DST and reply.proto in _PORT_PROTOS and not ct.status & IPS_CONFIRMED \
+                and not ct.status & IPS_DST_NAT_DONE:
+            # What setup_info works out for a null DNAT of a port protocol:
+            # the address stays, and a destination port is never moved
+            # unasked, so the tuple stays as it is whether or not its reply
+            # is taken; only the lookup itself (which reaps an expired
+            # entry and counts `found`) is left to do.
+            self.index.tuple_taken(reply, ct)
+            ct.status |= IPS_DST_NAT_DONE
+            return NF_ACCEPT
+        ip = reply.dst if manip == MANIP_SRC else reply.src
         return self.setup_info(ct, NatRange(RANGE_MAP_IPS, ip, ip), manip)
 
     def setup_info(self, ct: Conn, rng: NatRange, manip: int) -> int:
@@ -377,12 +396,26 @@ class Nat:
             return NF_ACCEPT  # 0.0.0.0: a local packet not meant to be masqueraded
         host = self.host
         nh = addr.nexthop(host, pkt.dst)
-        newsrc = addr.select_address(host, pkt.outdev, nh)
+        outdev = pkt.outdev
+        newsrc = self._masq_addr.get((outdev, nh))
+        if newsrc is None:
+            newsrc = addr.select_address(host, outdev, nh)
+            if len(self._masq_addr) > 4096:
+                self._masq_addr.clear()
+            self._masq_addr[(outdev, nh)] = newsrc
         if not newsrc:
             self._count("masquerade_no_address")
             return NF_DROP
-        ct.masq_dev = pkt.outdev
-        new = NatRange(rng.flags | RANGE_MAP_IPS, newsrc, newsrc, rng.min_port, rng.max_port, 0)
+        ct.masq_dev = outdev
+        cached = self._masq_ranges.get((id(rng), newsrc))
+        if cached is None or cached[0] is not rng:
+            new = NatRange(rng.flags | RANGE_MAP_IPS, newsrc, newsrc, rng.min_port, rng.max_port, 0)
+            if len(self._masq_ranges) > 4096:
+                self._masq_ranges.clear()
+            # (the range is kept beside its copy, so its id is not reused meanwhile)
+            self._masq_ranges[(id(rng), newsrc)] = (rng, new)
+        else:
+            new = cached[1]
         return self.setup_info(ct, new, MANIP_SRC)
 
     def redirect(self, pkt: Packet, rng: NatRange) -> int:
@@ -497,9 +530,10 @@ class Nat:
             j = jhash2((_bswap32(t.src), 0, 0, 0), init)
             dist = (r.max_ip - r.min_ip + 1) & 0xFFFFFFFF
             ip = (r.min_ip + reciprocal_scale(j, dist)) & 0xFFFFFFFF
+        # (a plain constructor call: NamedTuple._replace costs several times more)
         if manip == MANIP_SRC:
-            return t._replace(src=ip)
-        return t._replace(dst=ip)
+            return Tuple(ip, t.dst, t.proto, t.sport, t.dport)
+        return Tuple(t.src, ip, t.proto, t.sport, t.dport)
 
     def _rand16(self, t: Tuple, attempt: int) -> int:
         """Stands in for get_random_u16(): a hash of the tuple, so that the
@@ -548,7 +582,8 @@ class Nat:
         while True:
             for i in range(attempts):
                 value = (lo + off % size) & 0xFFFF
-                cand = t._replace(sport=value) if src_key else t._replace(dport=value)
+                cand = (Tuple(t.src, t.dst, p, value, t.dport) if src_key
+                        else Tuple(t.src, t.dst, p, t.sport, value))
                 if not self._used_harder(cand, ct, attempts - i):
                     return cand
                 off = (off + 1) & 0xFFFF

@@ -49,9 +49,15 @@ def _fold(s: int) -> int:
 def csum_replace(check: int, old: int, new: int) -> int:
     """csum_replace4 / inet_proto_csum_replace{2,4} for a packet whose
     checksum is complete (not CHECKSUM_PARTIAL).  All three values are
-    machine-order reads of the wire bytes (little-endian)."""
-    s = _add32(~check & _M32, ~old & _M32)
-    return _fold(_add32(s, new))
+    machine-order reads of the wire bytes (little-endian).  (_add32 twice,
+    then _fold, written out: this runs several times per NATed packet; a
+    sum of two 32-bit values plus its carry is the end-around add.)"""
+    s = (~check & _M32) + (~old & _M32)
+    s = (s & _M32) + (s >> 32) + new
+    s = (s & _M32) + (s >> 32)
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
 
 
 def _le16(d: bytearray, off: int) -> int:
@@ -72,7 +78,10 @@ def _swap16(v: int) -> int:
 
 
 def _swap32(v: int) -> int:
-    return int.from_bytes(v.to_bytes(4, "big"), "little")
+    return (v >> 24) | (v >> 8 & 0xFF00) | (v << 8 & 0xFF0000) | (v << 24 & 0xFF000000)
+
+
+_LE32 = struct.Struct("<I")
 
 
 def inet_checksum(d: bytearray | bytes, start: int, end: int) -> int:
@@ -95,10 +104,10 @@ def inet_checksum(d: bytearray | bytes, start: int, end: int) -> int:
 def _pseudo_update(d: bytearray, ip_off: int, target: Tuple, manip: int, c: int) -> int:
     """nf_nat_ipv4_csum_update: the address part of the pseudo-header."""
     if manip == MANIP_SRC:
-        old = _le32(d, ip_off + 12)
+        old = _LE32.unpack_from(d, ip_off + 12)[0]
         new = _swap32(target.src)
     else:
-        old = _le32(d, ip_off + 16)
+        old = _LE32.unpack_from(d, ip_off + 16)[0]
         new = _swap32(target.dst)
     return csum_replace(c, old, new)
 
@@ -112,15 +121,16 @@ def _tcp(d: bytearray, ip_off: int, hdroff: int, end: int, target: Tuple, manip:
         poff, newport = hdroff, target.sport
     else:
         poff, newport = hdroff + 2, target.dport
-    oldn = _le16(d, poff)
+    oldn = d[poff] | d[poff + 1] << 8
     d[poff] = newport >> 8
     d[poff + 1] = newport & 0xFF
     if hdrsize < 20:
         return True
     coff = hdroff + 16
-    c = _pseudo_update(d, ip_off, target, manip, _le16(d, coff))
-    c = csum_replace(c, oldn, _swap16(newport))
-    _put_le16(d, coff, c)
+    c = _pseudo_update(d, ip_off, target, manip, d[coff] | d[coff + 1] << 8)
+    c = csum_replace(c, oldn, (newport & 0xFF) << 8 | newport >> 8)
+    d[coff] = c & 0xFF
+    d[coff + 1] = c >> 8
     return True
 
 
@@ -203,10 +213,10 @@ def ipv4_manip(d: bytearray, ip_off: int, end: int, target: Tuple, manip: int,
         aoff, new = ip_off + 12, target.src
     else:
         aoff, new = ip_off + 16, target.dst
-    nb = new.to_bytes(4, "big")
-    c = csum_replace(_le16(d, ip_off + 10), _le32(d, aoff), int.from_bytes(nb, "little"))
-    _put_le16(d, ip_off + 10, c)
-    d[aoff:aoff + 4] = nb
+    c = csum_replace(d[ip_off + 10] | d[ip_off + 11] << 8, _LE32.unpack_from(d, aoff)[0], _swap32(new))
+    d[ip_off + 10] = c & 0xFF
+    d[ip_off + 11] = c >> 8
+    d[aoff:aoff + 4] = new.to_bytes(4, "big")
     return True
 
 
