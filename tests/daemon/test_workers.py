@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 QUEUE = 21
 WORKERS = int(os.environ.get("PYFW_TEST_WORKERS", "2"))
 WAN = [f"203.0.113.{i}" for i in range(2, 10)]
+FAR_NET = "198.51.100"
 
 if os.geteuid() != 0:
     pytest.skip("needs root (network namespaces, iptables, NFQUEUE)", allow_module_level=True)
@@ -68,7 +69,7 @@ threading.Event().wait()
 # CONNS connections per (proto, target) from the given sources, 8 at a time;
 # prints {"ok": [peer texts], "errors": [kinds]}
 CLIENT = r"""
-import json, socket, sys
+import errno, json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
 jobs = json.loads(sys.argv[1])
 def one(job):
@@ -86,13 +87,15 @@ def one(job):
             head, _, rest = data.partition(b"\n")
             return "ok", head.decode() if len(rest) == 6000 else f"short {len(rest)}"
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.bind((src, 0))
-        s.sendto(b"hi", (host, port)); return "ok", s.recv(200).decode()
+        s.connect((host, port)); s.send(b"hi"); return "ok", s.recv(200).decode()
     except ConnectionRefusedError:
         return "error", "refused"
     except ConnectionResetError:
         return "error", "reset"
     except (socket.timeout, TimeoutError):
         return "error", "timeout"
+    except OSError as exc:
+        return "error", errno.errorcode.get(exc.errno or 0, str(exc))
 with ThreadPoolExecutor(8) as ex:
     res = list(ex.map(one, jobs))
 print(json.dumps({"ok": [r for k, r in res if k == "ok"], "errors": [r for k, r in res if k == "error"]}))
@@ -127,6 +130,12 @@ class Lab:
         sh("ip", "route", "add", "default", "via", "10.73.1.1", ns=self.lan)
         sh("ip", "route", "add", "default", "via", "203.0.113.2", ns=self.gw)  # the outside
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.gw)
+        sh("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", ns=self.wan)  # its port unreachables, all of them
+        # wan is also a router that refuses to forward to FAR: its errors come
+        # from 203.0.113.2, not from the address the connection went to
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.wan)
+        sh("ip", "route", "add", f"{FAR_NET}.0/24", "dev", "lo", ns=self.wan)
+        sh("iptables-legacy", "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited", ns=self.wan)
 
     def spawn(self, ns: str, *cmd: str, **kw: object) -> subprocess.Popen[str]:
         p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], text=True, **kw)  # type: ignore[call-overload]
@@ -256,6 +265,13 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         fwd = [("tcp", a, "203.0.113.1", 8080) for a in WAN for _ in range(2)]
         r = clients(lab, lab.wan, fwd)
         assert r["errors"] == [] and sorted(r["ok"]) == sorted(f"lan {a}" for a, in ((j[1],) for j in fwd)), r
+        # ICMP errors reach the worker of the connection they quote: a closed
+        # UDP port's unreachable comes back through MASQUERADE as "refused"
+        r = clients(lab, lab.lan, [("udp", "10.73.1.2", a, 5354) for a in WAN])
+        assert r["errors"] == ["refused"] * len(WAN), r
+        # ... and so does a router's error, whichever worker its sender's address falls to
+        r = clients(lab, lab.lan, [("udp", "10.73.1.2", f"{FAR_NET}.{i}", 53) for i in range(1, 9)])
+        assert r["errors"] == ["EHOSTUNREACH"] * 8, r
         # the gateway's own traffic, both ways
         assert sh("ping", "-c", "2", "-i", "0.2", "-W", "2", WAN[3], ns=lab.gw, check=False).returncode == 0
         assert sh("ping", "-c", "2", "-i", "0.2", "-W", "2", "10.73.1.1", ns=lab.lan, check=False).returncode == 0
@@ -267,7 +283,7 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         seen = first_rule_packets(lab, sock, "mangle", "PREROUTING") + first_rule_packets(lab, sock, "mangle", "OUTPUT")
         assert seen == sum(queued(lab).values()) - kernel_requeued(lab), sh("iptables-legacy-save", "-c", ns=lab.gw).stdout
         masq = pyfw(lab, sock, "-t", "nat", "-L", "POSTROUTING", "-v", "-x", "-n").stdout
-        assert int(masq.splitlines()[2].split()[0]) == 48 + 1, masq  # one per new connection out, the ping too
+        assert int(masq.splitlines()[2].split()[0]) == 48 + len(WAN) + 8 + 1, masq  # one per new connection out, the ping too
         # a rule added on the socket survives with its counters, on every worker
         r = pyfw(lab, sock, "-A", "FORWARD", "-p", "icmp")
         assert r.returncode == 0, r.stderr
