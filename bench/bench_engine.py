@@ -2,7 +2,12 @@
 rules, established flows through a 1,000-rule gateway ruleset; and pyfw
 simulate on a large pcap end to end.  Medians of several runs.
 
+The new-flow figures are compared with the kernel's own iptables-legacy on
+the same rulesets and frames, measured in the same run
+(bench_kernel_newflows.py; skipped with a message when not root).
+
     .venv/bin/python bench/bench_engine.py [--runs 5] [--sim-frames 1000000]
+    .venv/bin/python bench/bench_engine.py --only new-flows
 """
 
 from __future__ import annotations
@@ -106,12 +111,20 @@ def gateway_ruleset(n: int, seed: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
-def new_flow_rate(rules: int, packets: int) -> float:
+def new_flow_frames(packets: int) -> list[bytes]:
+    """First packets (SYNs) of distinct flows from the LAN to random
+    addresses and ports: the filler rules mostly miss them."""
+    rng = random.Random(5)
+    return [frame(GW, 0xC0A80100 + rng.randrange(2, 250), 0x08000000 + rng.randrange(1 << 20), 6,
+                  rng.randrange(1024, 65535), rng.randrange(1, 65535)) for _ in range(packets)]
+
+
+def new_flow_rate(rules: int, packets: int, frames: list[bytes] | None = None) -> float:
     rs = restore(Ruleset(), gateway_ruleset(rules), RestoreOptions()).ruleset
     eng = Engine(rs, parse_host(HOST, "bench.toml"))
-    rng = random.Random(5)
-    frames = [frame(GW, 0xC0A80100 + rng.randrange(2, 250), 0x08000000 + rng.randrange(1 << 20), 6,
-                    rng.randrange(1024, 65535), rng.randrange(1, 65535)) for _ in range(packets)]
+    if frames is None:
+        frames = new_flow_frames(packets)
+    frames = frames[:packets]
     gc.disable()
     t = time.perf_counter()
     now = 1.0
@@ -152,18 +165,54 @@ def established_rate(rules: int, packets: int, flows: int = 200) -> float:
     return packets / dt
 
 
+def kernel_new_flows(frames: list[bytes], runs: int, packets: int, r10: float, r10k: float) -> None:
+    """The kernel on the same rulesets and frames: its rate, and pyfw's
+    over it (target: pyfw at 10,000 rules at least 2x the kernel)."""
+    from bench_kernel_newflows import KernelBench, kernel_problem
+
+    problem = kernel_problem()
+    if problem is not None:
+        print(f"kernel comparison skipped: {problem}")
+        return
+    kb = KernelBench()
+    try:
+        big = frames[:packets]
+        small = frames[:5 * packets]
+        ceiling = statistics.median(kb.ceiling(gateway_ruleset(0), small) for _ in range(runs))
+        print(f"kernel sender ceiling (frames dropped on arrival): {ceiling:10.0f} frames/s")
+        rates = {}
+        for rules, fr in ((0, small), (10, small), (10000, big)):
+            got = [kb.rate(gateway_ruleset(rules), fr) for _ in range(runs)]
+            rates[rules] = statistics.median(r for r, _took, _sent in got)
+            lost = max(sent - took for _r, took, sent in got)
+            print(f"kernel iptables-legacy, {rules:>6} filler rules: {rates[rules]:10.0f} packets/s "
+                  f"({len(fr)} frames a run, at most {lost} lost before PREROUTING)")
+        print(f"pyfw / kernel, 10 rules:     {r10 / rates[10]:5.2f}")
+        print(f"pyfw / kernel, 10,000 rules: {r10k / rates[10000]:5.2f}  (target >= 2)")
+    finally:
+        kb.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--packets", type=int, default=20000)
     ap.add_argument("--sim-frames", type=int, default=200000)
+    ap.add_argument("--kernel-runs", type=int, default=3)
+    ap.add_argument("--no-kernel", action="store_true", help="leave out the kernel comparison")
+    ap.add_argument("--only", choices=("new-flows",), help="run only the new-flow part")
     a = ap.parse_args()
     print(f"median of {a.runs} runs, {a.packets} packets each")
-    r10 = statistics.median(new_flow_rate(10, a.packets) for _ in range(a.runs))
-    r10k = statistics.median(new_flow_rate(10000, a.packets) for _ in range(a.runs))
+    frames = new_flow_frames(5 * a.packets)
+    r10 = statistics.median(new_flow_rate(10, a.packets, frames) for _ in range(a.runs))
+    r10k = statistics.median(new_flow_rate(10000, a.packets, frames) for _ in range(a.runs))
     print(f"new flows, 10 rules:        {r10:10.0f} packets/s  ({1e6 / r10:6.1f} us/packet)")
     print(f"new flows, 10,000 rules:    {r10k:10.0f} packets/s  ({1e6 / r10k:6.1f} us/packet)  "
           f"cost ratio 10k/10: {r10 / r10k:4.2f}  (targets: >= 50,000/s, ratio <= 3)")
+    if not a.no_kernel:
+        kernel_new_flows(frames, a.kernel_runs, a.packets, r10, r10k)
+    if a.only == "new-flows":
+        return
     est = statistics.median(established_rate(1000, a.packets) for _ in range(a.runs))
     print(f"established TCP, 1,000 rules: {est:8.0f} packets/s  (target >= 300,000/s)")
     with tempfile.TemporaryDirectory() as tmp:
