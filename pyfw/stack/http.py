@@ -5,16 +5,19 @@ status page.
     GET /status.json  the status as JSON
     GET /bytes?n=N    N bytes of a fixed pattern (byte i is i % 256), for
                       throughput tests; streamed as the send buffer drains
+    POST /upload      reads the body (Content-Length) and answers its length
+                      and sha256 as JSON: the receive path's throughput test
 
 HEAD works on each.  Content-Length on every response; keep-alive by
 default on HTTP/1.1, close on "Connection: close" and on HTTP/1.0 without
 "Connection: keep-alive"; pipelined requests are answered in order.
-Request bodies (Content-Length) are read and ignored; chunked request
+Other request bodies (Content-Length) are read and ignored; chunked request
 bodies, oversized headers and malformed requests get an error and a close.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 from collections.abc import Callable
@@ -58,7 +61,10 @@ class HttpServer:
     def __init__(self, get_status: Callable[[], dict[str, Any]]) -> None:
         self.get_status = get_status
         self.buf = bytearray()
-        self.discard = 0            # request body bytes still to skip
+        self.body_left = 0          # request body bytes still to read
+        self.upload: Any = None     # the sha256 of a POST /upload body being read
+        self.upload_len = 0
+        self.upload_extra: dict[str, str] = {}
         self.stream_left = 0        # /bytes body bytes still to queue
         self.stream_off = 0
         self.close_after = False
@@ -86,12 +92,19 @@ class HttpServer:
     # ---------------------------------------------------------------- requests
     def _process(self, conn: Connection) -> None:
         while not self.closed and not self.stream_left:
-            if self.discard:
-                k = min(self.discard, len(self.buf))
+            if self.body_left:
+                k = min(self.body_left, len(self.buf))
+                if self.upload is not None:
+                    self.upload.update(memoryview(self.buf)[:k])
                 del self.buf[:k]
-                self.discard -= k
-                if self.discard:
+                self.body_left -= k
+                if self.body_left:
                     return
+            if self.upload is not None:
+                body = json.dumps({"bytes": self.upload_len, "sha256": self.upload.hexdigest()}).encode() + b"\n"
+                self.upload = None
+                self._respond(conn, 200, body, "application/json", self.upload_extra, False)
+                continue
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(self.buf) > MAX_HEADER:
@@ -122,17 +135,22 @@ class HttpServer:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             self._error(conn, 501)
             return
-        self.discard = length
+        self.body_left = length
         tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
         keep = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
         self.close_after = not keep
         extra = {"Connection": "keep-alive"} if keep and version == "HTTP/1.0" else {}
         if not keep:
             extra = {"Connection": "close"}
+        url = urlsplit(target)
+        if method == "POST" and url.path == "/upload":
+            self.upload = hashlib.sha256()
+            self.upload_len = length
+            self.upload_extra = extra
+            return
         if method not in ("GET", "HEAD"):
             self._respond(conn, 405, b"method not allowed\n", "text/plain", {**extra, "Allow": "GET, HEAD"}, False)
             return
-        url = urlsplit(target)
         head_only = method == "HEAD"
         if url.path == "/":
             body = self._html().encode()

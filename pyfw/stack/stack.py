@@ -269,6 +269,7 @@ class Stack:
         if len(seg) < 20:
             counters["InErrs"] += 1
             return
+        counters["InSegs"] += 1       # as tcp_v4_rcv counts: before the checksum
         if not verify_l4(src, dst, IPPROTO_TCP, seg):
             counters["InErrs"] += 1
             counters["InCsumErrors"] += 1
@@ -278,7 +279,6 @@ class Stack:
         if doff < 20 or doff > len(seg):
             counters["InErrs"] += 1
             return
-        counters["InSegs"] += 1
         key = (dst, dport, src, sport)
         conn = self._conns.get(key)
         opts = parse_options(seg[20:doff]) if flags & SYN else None

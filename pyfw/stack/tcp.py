@@ -163,6 +163,7 @@ class Connection:
         # output requests
         self.ack_now = False
         self.unacked = 0                  # segments received since our last ACK
+        self.dupacks_owed = 0             # out-of-order arrivals not yet answered
         self.retx_head = False
         self.send_syn = False
         self.send_probe = False
@@ -565,6 +566,7 @@ class Connection:
             filled = False
             if self.ooo:
                 filled = True
+                self.dupacks_owed = 0     # superseded by the ACK of the filled hole
                 data = self._drain_ooo(data)
             self._deliver(data)
             if self.state == CLOSED:
@@ -578,8 +580,11 @@ class Connection:
             elif self.delack_at is None:
                 self.delack_at = now + DELACK
         else:
+            # one duplicate ACK per out-of-order segment (RFC 5681 4.2), even
+            # when several arrive before the next output(): the sender's
+            # fast retransmit counts them
             self._queue_ooo(seq, bytes(payload))
-            self.ack_now = True
+            self.dupacks_owed += 1
 
     def _queue_ooo(self, seq: int, data: bytes) -> None:
         """Keep an out-of-order segment; the queue stays sorted and without overlaps."""
@@ -808,6 +813,16 @@ class Connection:
             self.stack.counters["OutSegs"] += 1
             self.rto_at = now + min(MAX_RTO, max(MIN_RTO, self.rtt.rto) * (1 << min(self.persist_backoff, 12)))
             sent = True
+        owed = self.dupacks_owed
+        if owed:
+            self.dupacks_owed = 0
+            if win < 0:
+                win = self._rcv_window_field()
+            for _ in range(owed):
+                out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.snd_nxt, self.rcv_nxt, ACKF,
+                                 win, self._next_ident()))
+            self.stack.counters["OutSegs"] += owed
+            sent = True
         if sent:
             self.ack_now = False
             self.unacked = 0
@@ -863,7 +878,6 @@ class Connection:
         if not n and not fin:
             return
         out.append(self._segment(seq, n, fin, win))
-        self.stack.counters["OutSegs"] += 1
         self.stack.counters["RetransSegs"] += 1
         self.retransmits += 1
         if self.snd_nxt == seq:
@@ -885,6 +899,7 @@ class Connection:
         mss = self.mss
         snd_max = self.snd_max
         sent = 0
+        retrans_before = self.retransmits
         counters = self.stack.counters
         while True:
             if nxt < data_end:
@@ -904,17 +919,18 @@ class Connection:
             else:
                 break
             out.append(self._segment(nxt, n, fin, win))
-            sent += 1
             if nxt < snd_max:
+                # Linux's OutSegs leaves out segments with only retransmitted data
                 counters["RetransSegs"] += 1
                 self.retransmits += 1
             elif self.rtt_seq is None:
                 self.rtt_seq = nxt + n
                 self.rtt_time = now
             nxt += n + fin
+            sent += 1
             if fin:
                 break
-        counters["OutSegs"] += sent
+        counters["OutSegs"] += sent - (self.retransmits - retrans_before)
         self.snd_nxt = nxt
         if nxt > snd_max:
             self.snd_max = nxt

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import random
 import select
 import struct
 import subprocess
@@ -41,9 +42,19 @@ STACK_MAC = bytes.fromhex("020000770002")
 
 
 class TapLink:
-    def __init__(self, stack: Stack, mtu: int = 1500) -> None:
+    """`loss`, `dup`, `reorder`: seeded faults on IPv4 frames both ways (a
+    reordered frame is held back until the next one in its direction)."""
+
+    def __init__(self, stack: Stack, mtu: int = 1500, loss: float = 0.0, dup: float = 0.0, reorder: float = 0.0,
+                 seed: int = 1) -> None:
         self.stack = stack
         self.mtu = mtu
+        self.loss = loss
+        self.dup = dup
+        self.reorder = reorder
+        self.rng = random.Random(seed)
+        self.held: list[bytes | None] = [None, None]   # [to the stack, to Linux]
+        self.faulted = 0
         self.ns = Netns()
         self.ifname = f"pst{os.getpid() % 100000}x{next(_counter)}"
         self.fd = -1
@@ -99,12 +110,45 @@ class TapLink:
             self.ignored += 1
             return
         self.peer_mac = frame[6:12]
-        ip = frame[14:]
-        if self.stack.wants(ip):
-            self.frames_in += 1
-            self.stack.input(ip, now)
+        for f in self._faults(0, frame):
+            ip = f[14:]
+            if self.stack.wants(ip):
+                self.frames_in += 1
+                self.stack.input(ip, now)
+            else:
+                self.ignored += 1
+
+    def _faults(self, way: int, frame: bytes) -> list[bytes]:
+        """What of `frame` gets through in direction `way`, in order."""
+        if not (self.loss or self.dup or self.reorder):
+            return [frame]
+        rng = self.rng
+        out: list[bytes] = []
+        if rng.random() < self.loss:
+            self.faulted += 1
+        elif self.held[way] is None and rng.random() < self.reorder:
+            self.held[way] = frame
+            self.faulted += 1
+            return out
         else:
-            self.ignored += 1
+            out.append(frame)
+            if rng.random() < self.dup:
+                out.append(frame)
+                self.faulted += 1
+        held = self.held[way]
+        if held is not None and out:
+            out.append(held)
+            self.held[way] = None
+        return out
+
+    def _release_held(self, now: float) -> None:
+        """A held frame does not wait forever for a successor."""
+        held, self.held[0] = self.held[0], None
+        if held is not None and self.stack.wants(held[14:]):
+            self.stack.input(held[14:], now)
+        held, self.held[1] = self.held[1], None
+        if held is not None:
+            self._write(held)
 
     def _write(self, frame: bytes) -> None:
         while True:
@@ -122,7 +166,8 @@ class TapLink:
             return   # nobody asked for us yet: the stack never speaks first here
         hdr = self.peer_mac + STACK_MAC + b"\x08\x00"
         for ip in out:
-            self._write(hdr + ip)
+            for frame in self._faults(1, hdr + ip):
+                self._write(frame)
         self.frames_out += len(out)
 
     def pump(self, done: Callable[[], bool], timeout: float) -> bool:
@@ -142,6 +187,8 @@ class TapLink:
             wait = 0.02 if dl is None else min(0.02, max(0.0, dl - now))
             r, _, _ = select.select([fd], [], [], wait)
             if not r:
+                if self.held[0] is not None or self.held[1] is not None:
+                    self._release_held(time.monotonic())
                 continue
             for _ in range(64):
                 try:

@@ -52,6 +52,28 @@ def test_curl_fetches_status_and_10mb(cc: str) -> None:
         assert stack.counters["AppErrors"] == 0, stack.last_app_error
 
 
+@pytest.mark.parametrize("cc", ["cubic", "reno"])
+def test_faulty_link_download_and_upload_intact(cc: str) -> None:
+    """2% loss, 1% duplication, 2% reordering both ways: Linux's TCP and
+    ours both recover (no SACK: NewReno on both ends)."""
+    stack = _stack(cc)
+    n = 2 * 1024 * 1024
+    with TapLink(stack, loss=0.02, dup=0.01, reorder=0.02, seed=11) as link:
+        proc = link.popen(["sh", "-c", f"curl -sS --max-time 60 '{URL}/bytes?n={n}' | sha256sum"])
+        assert link.pump(lambda: proc.poll() is not None, timeout=65)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert out.split()[0].decode() == hashlib.sha256(pattern_bytes(n)).hexdigest()
+        assert stack.counters["RetransSegs"] > 0 and link.faulted > 0
+        proc = link.popen(["sh", "-c", f"head -c {n} /dev/zero | tr '\\000' 'u' | curl -sS --max-time 60 "
+                                       f"--data-binary @- -H 'Content-Type: application/octet-stream' {URL}/upload"])
+        assert link.pump(lambda: proc.poll() is not None, timeout=65)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert json.loads(out) == {"bytes": n, "sha256": hashlib.sha256(b"u" * n).hexdigest()}
+    assert stack.counters["StackErrors"] == 0, stack.last_error
+
+
 UDP_CLIENT = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
