@@ -1,5 +1,4 @@
-"""`pyfw SUBCOMMAND`: simulate now; daemon, conntrack and lint come with
-their issues."""
+"""`pyfw SUBCOMMAND`: lint, simulate, daemon, conntrack."""
 
 from __future__ import annotations
 
@@ -15,6 +14,10 @@ def main_sub(name: str, argv: list[str]) -> None:
         from pyfw.cli.simulate import main
 
         raise SystemExit(main(argv))
+    if name == "conntrack":
+        from pyfw.cli.conntrack import main as conntrack_main
+
+        raise SystemExit(conntrack_main(argv))
     if name == "daemon":
         from pyfw.daemon.main import main as daemon_main
 

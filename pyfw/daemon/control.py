@@ -84,11 +84,12 @@ def request(path: str, argv: list[str], stdin: str | None = None, timeout: float
 class ControlServer:
     """Listens on `path` (mode 0600); `handle_one` serves a ready client."""
 
-    def __init__(self, path: str, live: LiveStore) -> None:
+    def __init__(self, path: str, live: LiveStore, conntrack: Any = None) -> None:
         from pyfw.cli.main import LIVE_STORES
 
         self.path = path
         self.live = live
+        self.conntrack = conntrack  # a pyfw.daemon.ctops.CtSource: serves `pyfw conntrack`
         with contextlib.suppress(FileNotFoundError):
             if os.path.exists(path):
                 self._refuse_if_alive(path)
@@ -126,11 +127,23 @@ class ControlServer:
             conn.settimeout(5.0)
             try:
                 req = json.loads(_recv_all(conn))
-                answer = self.run(list(map(str, req["argv"])), req.get("stdin"))
+                if "conntrack" in req:
+                    answer = self._conntrack(conn, req)
+                    if answer is None:
+                        return  # -E: ctops keeps (a copy of) the connection
+                else:
+                    answer = self.run(list(map(str, req["argv"])), req.get("stdin"))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 answer = {"rc": 1, "out": "", "err": f"pyfw daemon: bad request: {exc}\n"}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(answer).encode())
+
+    def _conntrack(self, conn: socket.socket, req: dict[str, Any]) -> dict[str, Any] | None:
+        if self.conntrack is None:
+            return {"rc": 1, "error": "pyfw daemon: this daemon keeps no connection table\n"}
+        from pyfw.daemon.ctops import serve
+
+        return serve(conn, req, self.conntrack)
 
     def run(self, argv: list[str], stdin: str | None) -> dict[str, Any]:
         from pyfw.cli.main import run
@@ -148,6 +161,9 @@ class ControlServer:
         from pyfw.cli.main import LIVE_STORES
 
         LIVE_STORES.pop(self.path, None)
+        hub = getattr(self.conntrack, "hub", None)
+        if hub is not None:
+            hub.close()
         self.sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)

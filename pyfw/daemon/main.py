@@ -19,6 +19,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from pyfw.cli.main import DEFAULT_SOCKET
@@ -128,6 +129,7 @@ def main(argv: list[str]) -> int:
         return rc
 
     from pyfw.daemon.control import ControlServer, LiveStore
+    from pyfw.daemon.ctops import CtSource
     from pyfw.daemon.hostinfo import read_host
     from pyfw.daemon.nfqueue import QUEUE_LEN, Adapter, LiveEngine
 
@@ -175,7 +177,7 @@ def main(argv: list[str]) -> int:
         if os.environ.get("PYFW_DAEMON_DEBUG"):
             adapter.debug = _log
         try:
-            server = ControlServer(args.socket, live)
+            server = ControlServer(args.socket, live, CtSource(lambda: [engine.ct], time.monotonic))
         except OSError as exc:
             _log(f"cannot listen on {args.socket}: {exc}", error=True)
             return 1

@@ -20,6 +20,7 @@ from pyfw.engine.api import (
     IP_CT_NONE,
     IP_CT_RELATED,
     IP_CT_UNTRACKED,
+    IPS_ASSURED,
     IPS_CONFIRMED,
     IPS_DYING,
     IPS_EXPECTED,
@@ -42,9 +43,11 @@ from pyfw.engine.conntrack.table import (
     ZONE_DIR_BOTH,
     ZONE_DIR_ORIG,
     ZONE_DIR_REPL,
+    Listener,
     Stats,
     Table,
     format_entry,
+    format_event,
     format_stats,
     get_tuple,
     invert,
@@ -54,7 +57,8 @@ from pyfw.engine.conntrack.table import (
 from pyfw.engine.conntrack.timeouts import SYSCTL_DEFAULTS, CtConfig
 from pyfw.engine.packet import Packet
 
-__all__ = ["Conn", "Conntrack", "CtConfig", "SYSCTL_DEFAULTS", "Tuple", "format_entry", "format_stats"]
+__all__ = ["Conn", "Conntrack", "CtConfig", "Listener", "SYSCTL_DEFAULTS", "Tuple", "format_entry", "format_event",
+           "format_stats"]
 
 Handler = Callable[["Conntrack", Conn, Packet, int, int, bool], int]
 
@@ -67,6 +71,9 @@ _HANDLERS: dict[int, Handler] = {
 }
 # l4 protocols whose clashing entries may be merged at confirm time (allow_clash)
 _ALLOW_CLASH = frozenset({IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_GRE})
+
+# the status bits whose change is an UPDATE event
+_EVENT_STATUS = IPS_SEEN_REPLY | IPS_ASSURED
 
 # xt_CT flags (pyfw.ext.target_ct) read from a packet's template
 _CT_ZONE_DIR_ORIG = 1 << 2
@@ -92,7 +99,11 @@ class Conntrack:
             cfg = CtConfig()
         self.cfg = cfg
         self.stat = Stats()
-        self.table = Table(cfg.buckets, self.stat)
+        # event subscribers (ctnetlink's; pyfw conntrack -E): empty unless
+        # someone listens, and then told of NEW at confirm, UPDATE when a
+        # packet changes the status or the TCP state, DESTROY at delete
+        self.listeners: list[Listener] = []
+        self.table = Table(cfg.buckets, self.stat, self.listeners)
         self._next_id = 1
         self._gc_early_drop = False
         self.now = 0.0
@@ -103,7 +114,7 @@ class Conntrack:
         ok = self.cfg.set(name, value)
         if ok and name.endswith("nf_conntrack_buckets"):
             old = self.table
-            self.table = Table(self.cfg.buckets, self.stat)
+            self.table = Table(self.cfg.buckets, self.stat, self.listeners)
             for conn in old.conns.values():
                 self.table.insert(conn, orig=not conn.status & IPS_NAT_CLASH)
         return ok
@@ -195,6 +206,10 @@ class Conntrack:
             else:
                 ctinfo = IP_CT_NEW
             handler = _HANDLERS.get(conn.orig.proto, generic.generic_packet)
+            # someone listens for events: an UPDATE when the packet changes
+            # the status bits or the TCP state (IPCT_REPLY/ASSURED/PROTOINFO)
+            before = (conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)) if (
+                self.listeners and conn.status & IPS_CONFIRMED) else None
             ret = handler(self, conn, pkt, ctinfo, direction, prerouting)
             if ret == CT_REPEAT:
                 continue
@@ -209,6 +224,10 @@ class Conntrack:
             pkt.ct = conn
             pkt.ctinfo = ctinfo
             pkt.ctdir = direction
+            if before is not None and not conn.status & IPS_DYING and before != (
+                    conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)):
+                for listener in list(self.listeners):
+                    listener("UPDATE", conn, 0)
             return NF_ACCEPT
 
     @staticmethod
@@ -284,6 +303,9 @@ class Conntrack:
             conn.tstamp_start = now
         conn.status |= IPS_CONFIRMED
         tab.insert(conn)
+        if self.listeners:
+            for listener in list(self.listeners):
+                listener("NEW", conn, 0)
         return True
 
     def _live(self, key: tuple[Tuple, int], now: float) -> Conn | None:
@@ -364,19 +386,19 @@ class Conntrack:
         """nf_conntrack_count"""
         return len(self.table)
 
-    def flush(self) -> int:
+    def flush(self, portid: int = 0) -> int:
         """conntrack -F"""
         n = len(self.table)
-        self.table.clear()
+        self.table.clear(portid)
         return n
 
-    def delete(self, what: Conn | Tuple, zone: int = 0) -> bool:
+    def delete(self, what: Conn | Tuple, zone: int = 0, portid: int = 0) -> bool:
         """conntrack -D of one connection, or the one a tuple (either
         direction) belongs to."""
         if isinstance(what, Conn):
-            return self.table.delete(what)
+            return self.table.delete(what, portid)
         hit = self.table.find(what, zone, ZONE_DIR_BOTH, self.now)
-        return hit is not None and self.table.delete(hit[0])
+        return hit is not None and self.table.delete(hit[0], portid)
 
     def stats(self) -> dict[str, int]:
         """The conntrack -S counters, and `entries` (conntrack -C)."""

@@ -59,6 +59,7 @@ class Conn:
     tstamp_start: float | None = None
 
     def remaining(self, now: float) -> int:
-        """Seconds left, as conntrack -L and --ctexpire show them."""
+        """Seconds left, as conntrack -L and --ctexpire show them (a
+        timeout set just now shows in full, float rounding aside)."""
         left = self.timeout_at - now
-        return max(0, int(left))
+        return max(0, int(left + 1e-6))

@@ -12,7 +12,7 @@ packet alone, and its timeout is relative (made absolute at confirm time).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 from pyfw.engine.api import IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, IPS_SEEN_REPLY
@@ -143,13 +143,18 @@ def tcp_can_early_drop(conn: Conn) -> bool:
 
 
 Key = tuple[Tuple, int]
+# an event subscriber: (event "NEW" | "UPDATE" | "DESTROY", the entry, portid)
+Listener = Callable[[str, Conn, int], None]
 
 
 class Table:
     """The hash of confirmed connections, keyed by (tuple, zone id)."""
 
-    def __init__(self, buckets: int, stats: Stats) -> None:
+    def __init__(self, buckets: int, stats: Stats, listeners: list[Listener] | None = None) -> None:
         self.hash: dict[Key, tuple[Conn, int]] = {}
+        # ctnetlink's event subscribers (pyfw conntrack -E): called with
+        # ("DESTROY", conn, portid) when a confirmed entry goes; usually empty
+        self.listeners: list[Listener] = [] if listeners is None else listeners
         self.conns: dict[int, Conn] = {}      # id -> conn, confirmed ones
         self.size = max(1, buckets)
         self.stat = stats
@@ -238,13 +243,18 @@ class Table:
                 b.setdefault(self.bucket(ko), []).append((conn, 0))
             b.setdefault(self.bucket(kr), []).append((conn, 1))
 
-    def delete(self, conn: Conn) -> bool:
-        """nf_ct_delete: unlink both tuples; False when already gone."""
+    def delete(self, conn: Conn, portid: int = 0) -> bool:
+        """nf_ct_delete: unlink both tuples; False when already gone.
+        `portid` names who asked (0: the kernel itself, else a user's
+        pyfw conntrack -D/-F), as the DESTROY event reports it."""
         if conn.status & IPS_DYING:
             return False
         conn.status |= IPS_DYING
         if self.conns.pop(conn.id, None) is None:
             return True  # never confirmed: nothing to unlink
+        if self.listeners:
+            for listener in list(self.listeners):
+                listener("DESTROY", conn, portid)
         for d, k in enumerate(self.keys(conn)):
             e = self.hash.get(k)
             if e is not None and e[0] is conn:
@@ -261,9 +271,9 @@ class Table:
                             del b[self.bucket(k)]
         return True
 
-    def clear(self) -> None:
+    def clear(self, portid: int = 0) -> None:
         for conn in list(self.conns.values()):
-            self.delete(conn)
+            self.delete(conn, portid)
 
     def expire(self, now: float) -> int:
         """Remove every entry whose timeout has passed (the gc worker)."""
@@ -347,12 +357,29 @@ def _tuple_text(t: Tuple) -> str:
 
 def format_entry(conn: Conn, now: float) -> str:
     """One line of `conntrack -L` (libnetfilter_conntrack's default text)."""
+    return _entry_text(conn, now, None)
+
+
+# ctnetlink event names as `conntrack -E` prints them (right-aligned in 9)
+EVENT_TAGS = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}
+
+
+def format_event(kind: str, conn: Conn, now: float, portid: int = 0) -> str:
+    """One line of `conntrack -E`: an event message carries no use count,
+    the mark only when set, and a DESTROY no timeout once it ran out; a
+    user's delete says so ([USERSPACE] portid=...)."""
+    return EVENT_TAGS[kind] + _entry_text(conn, now, kind, portid)
+
+
+def _entry_text(conn: Conn, now: float, event: str | None, portid: int = 0) -> str:
     from pyfw.engine.conntrack.tcp import STATE_NAMES
 
     p = conn.orig.proto
     s = f"{PROTO_NAMES.get(p, 'unknown'):<8} {p} "
     if not conn.status & IPS_OFFLOAD:
-        s += f"{conn.remaining(now)} "
+        left = conn.remaining(now)
+        if left or event != "DESTROY":
+            s += f"{left} "
     if p == IPPROTO_TCP and conn.proto_state is not None:
         s += STATE_NAMES[conn.proto_state.state] + " "
     s += _tuple_text(conn.orig)
@@ -374,15 +401,19 @@ def format_entry(conn: Conn, now: float) -> str:
         s += "[OFFLOAD] "
     elif conn.status & IPS_ASSURED:
         s += "[ASSURED] "
-    s += f"mark={conn.mark} "
+    if event is None or conn.mark:
+        s += f"mark={conn.mark} "
     if conn.zone_dir == ZONE_DIR_BOTH and conn.zone:
         s += f"zone={conn.zone} "
     if conn.tstamp_start is not None:
         s += f"delta-time={max(0, int(now - conn.tstamp_start))} "
     if conn.helper:
         s += f"helper={conn.helper} "
-    s += "use=1"
-    return s
+    if event is None:
+        return s + "use=1"
+    if portid:
+        s += f"[USERSPACE] portid={portid} "
+    return s[:-1]
 
 
 def sort_key(conn: Conn) -> tuple[int, int, int, int, int, int]:
