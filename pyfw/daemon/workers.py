@@ -12,8 +12,10 @@ over one pipe each, the parent asking and the worker answering:
   worker at once, as in the single process: the packets wait in the
   kernel's queues meanwhile.
 - `apply` (while held): a new ruleset, swapped in by all before any goes on.
-- `call`: a function `module:name(engine, *args)` run in each worker, one
-  answer per worker (the connection table's union is built from these).
+- `call`: a function `module:name(worker, *args)` run in each worker, one
+  answer per worker (the connection table's union is built from these,
+  pyfw.daemon.ctworkers); a worker's event socket carries `conntrack -E`
+  lines to the parent.
 - `stop`: the worker answers with its statistics, unbinds and exits.
 
 Counters: each worker counts its own packets.  The union is the per-rule
@@ -35,6 +37,7 @@ import os
 import pickle
 import select
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -83,13 +86,13 @@ def zero_counters(ruleset: Ruleset) -> None:
 
 
 # ------------------------------------------------------------------ worker side
-def conntrack_format(engine: Any) -> str:
+def conntrack_format(worker: Worker) -> str:
     """This worker's connections as `conntrack -L` lines."""
-    return str(engine.ct.format(time.monotonic()))
+    return str(worker.engine.ct.format(time.monotonic()))
 
 
-def conntrack_count(engine: Any) -> int:
-    return int(engine.ct.count())
+def conntrack_count(worker: Worker) -> int:
+    return int(worker.engine.ct.count())
 
 
 def _resolve(name: str) -> Callable[..., Any]:
@@ -102,7 +105,7 @@ class Worker:
     """The process behind queue num+k."""
 
     def __init__(self, k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: Any,
-                 opts: dict[str, Any] | None = None) -> None:
+                 opts: dict[str, Any] | None = None, events: socket.socket | None = None) -> None:
         from pyfw.daemon.logsink import LogSink
         from pyfw.daemon.nfqueue import QUEUE_LEN, Adapter, LiveEngine
         from pyfw.daemon.steer import post_mark
@@ -111,6 +114,10 @@ class Worker:
 
         self.k = k
         self.conn = conn
+        self.events = events  # datagrams to the parent: `conntrack -E` lines (pyfw.daemon.ctworkers)
+        if events is not None:
+            events.setblocking(False)
+        self.subs: dict[int, Any] = {}  # the -E readers' listeners on this worker's table
         self.engine = LiveEngine(ruleset, host)
         self.adapter = Adapter(num + k, self.engine, fail_open=bool(opts.get("fail_open")),
                                queue_len=opts.get("queue_len") or QUEUE_LEN)
@@ -139,7 +146,7 @@ class Worker:
             return ("ok",)
         if what == "call":
             try:
-                return ("ok", _resolve(msg[1])(self.engine, *msg[2]))
+                return ("ok", _resolve(msg[1])(self, *msg[2]))
             except Exception as exc:
                 return ("error", f"{type(exc).__name__}: {exc}")
         if what == "stats":
@@ -186,7 +193,8 @@ class Worker:
 
 
 def _worker_main(k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any, debug: bool,
-                 zero: bool, parent_ends: list[Any], opts: dict[str, Any] | None = None) -> None:
+                 zero: bool, parent_ends: list[Any], opts: dict[str, Any] | None = None,
+                 events: socket.socket | None = None) -> None:
     # the parent's ends of the pipes (and its control socket) came along
     # with the fork: without closing them a worker would not see its parent go
     for end in parent_ends:
@@ -198,7 +206,7 @@ def _worker_main(k: int, num: int, conn: Connection, ruleset: Ruleset, host: Any
         signal.signal(sig, signal.SIG_IGN)
     log = _log_line if debug else None
     try:
-        worker = Worker(k, num, conn, ruleset, host, log, opts)
+        worker = Worker(k, num, conn, ruleset, host, log, opts, events)
     except Exception as exc:
         conn.send(("error", f"cannot bind NFQUEUE {num + k}: {exc}"))
         return
@@ -234,6 +242,7 @@ class WorkerPool:
         self.host = host
         self.debug = debug
         self.conns: list[Connection] = []
+        self.events: list[socket.socket] = []  # each worker's event datagrams (conntrack -E)
         self.procs: list[Any] = []
         # each worker's counters as of the last hold or apply, for a respawn
         self.last: list[tuple[list[tuple[str, str, int]], list[int]] | None] = [None] * n
@@ -250,15 +259,19 @@ class WorkerPool:
 
     def _spawn(self, k: int, ruleset: Ruleset, zero: bool) -> None:
         parent, child = self.ctx.Pipe()
-        inherited = [*self.conns, parent, *self.close_in_child]
+        ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        inherited = [*self.conns, *self.events, parent, ev_parent, *self.close_in_child]
         p = self.ctx.Process(target=_worker_main, name=f"pyfw-worker-{k}", daemon=True,
-                             args=(k, self.num, child, ruleset, self.host, self.debug, zero, inherited, self.opts))
+                             args=(k, self.num, child, ruleset, self.host, self.debug, zero, inherited, self.opts,
+                                   ev_child))
         p.start()
         child.close()
+        ev_child.close()
         if k < len(self.conns):
-            self.conns[k], self.procs[k] = parent, p
+            self.conns[k], self.events[k], self.procs[k] = parent, ev_parent, p
         else:
             self.conns.append(parent)
+            self.events.append(ev_parent)
             self.procs.append(p)
 
     def _ready(self, which: Iterable[int]) -> None:
@@ -295,6 +308,7 @@ class WorkerPool:
             old.kill()
             old.join(timeout=5.0)
         self.conns[k].close()
+        self.events[k].close()
         copy: Ruleset = pickle.loads(pickle.dumps(ruleset, protocol=pickle.HIGHEST_PROTOCOL))
         last = self.last[k]
         if last is not None and last[0] == counter_shape(copy):
@@ -365,8 +379,21 @@ class WorkerPool:
             if a[0] != "ok":
                 raise WorkerDied(f"a worker refused the ruleset: {a[1:]}")
 
+    def call_one(self, k: int, func: str, *args: Any) -> Any:
+        """`func(worker, *args)` in worker k; its answer."""
+        try:
+            self.conns[k].send(("call", func, args))
+            if not self.conns[k].poll(ANSWER_TIMEOUT):
+                raise WorkerDied(f"worker {k} does not answer")
+            a = self.conns[k].recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerDied(f"worker {k} is gone") from exc
+        if a[0] != "ok":
+            raise RuntimeError(str(a[1]))
+        return a[1]
+
     def call(self, func: str, *args: Any) -> list[Any]:
-        """`func(engine, *args)` in each worker; the answers in worker order."""
+        """`func(worker, *args)` in each worker; the answers in worker order."""
         out = []
         for a in self._ask("call", func, args):
             if a[0] != "ok":
@@ -396,6 +423,8 @@ class WorkerPool:
                 p.join(timeout=5.0)
         for conn in self.conns:
             conn.close()
+        for ev in self.events:
+            ev.close()
         return out
 
 
@@ -412,6 +441,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         reload: Callable[[str | None, Any], None]) -> int:
     """The daemon with args.workers worker processes (args as main parses them)."""
     from pyfw.daemon.control import ControlServer, LiveStore
+    from pyfw.daemon.ctworkers import EventRelay, merge
     from pyfw.daemon.steer import read_topology, worker_rules
     from pyfw.daemon.steering import KernelRule, KernelRules, Steering, remove_rules, stale_rules
 
@@ -452,15 +482,30 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
                 return False
             log(f"worker {k} (queue {args.nfqueue + k}) exited with status {status}, restarted; "
                 "its connections are lost")
+            relay.resubscribe(k)
         return True
 
     live = LiveStore(ruleset, pool.apply)
-    live.workers = pool  # type: ignore[attr-defined]  # for the connection table's union
+    relay = EventRelay(pool)
 
     class PoolServer(ControlServer):
         def run(self, argv: list[str], stdin: str | None) -> dict[str, Any]:
             with pool.held(live.ruleset):
                 return super().run(argv, stdin)
+
+        def _conntrack(self, conn: socket.socket, req: dict[str, Any]) -> dict[str, Any] | None:
+            """`pyfw conntrack`: the union of the workers' tables."""
+            if req.get("conntrack", {}).get("command") == "E":
+                relay.subscribe(conn, req)
+                return None
+            try:
+                return merge(pool.call("pyfw.daemon.ctworkers:request", req))
+            except RuntimeError as exc:
+                return {"rc": 1, "error": f"pyfw daemon: {exc}\n"}
+
+        def close(self) -> None:
+            relay.close()
+            super().close()
 
     stopping = False
     want_reload = False
@@ -498,7 +543,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
             + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         while not stopping:
             try:
-                waitables: list[Any] = [server, *pool.conns]
+                waitables: list[Any] = [server, *pool.conns, *relay.waitables()]
                 ready, _, _ = select.select(waitables, [], [], 1.0)
             except InterruptedError:
                 continue
@@ -509,6 +554,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
                         reload(args.ruleset, live)
                 if server in ready:
                     server.handle_one()
+                relay.ready(ready)
             except WorkerDied as exc:
                 log(str(exc))
             if not respawn_dead():

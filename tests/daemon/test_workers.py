@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -339,3 +340,52 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
     assert save_gw(lab) == before
     assert queued(lab) == {}  # every worker unbound its queue
     assert not os.path.exists(sock)
+
+
+def test_conntrack_is_the_union(lab: Lab, tmp_path: Path) -> None:
+    """`pyfw conntrack` on a daemon with workers: -L/-C/-S/-D/-F/-E over every worker's share."""
+    pytest.importorskip("pyfw.daemon.ctops")
+    from pyfw.cli import conntrack as cc
+
+    lab.server(lab.wan, "wan", WAN)
+    rules_file = tmp_path / "rules"
+    rules_file.write_text(ruleset(lab))
+    sock = str(tmp_path / "pyfw.sock")
+    d = start_daemon(lab, rules_file, sock)
+    events = None
+    try:
+        q, _ = cc.parse(["-E", "-p", "udp", "-e", "NEW"])
+        events = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        events.settimeout(10)
+        events.connect(sock)
+        events.sendall(json.dumps({"conntrack": q.to_json(), "portid": 4242}).encode())
+        events.shutdown(socket.SHUT_WR)
+        stream = events.makefile("r")
+        assert stream.readline().strip() == '{"ok": true}'
+        r = clients(lab, lab.lan, [("udp", "10.73.1.2", a, 5353) for a in WAN] +
+                    [("tcp", "10.73.1.3", a, 80) for a in WAN])
+        assert r["errors"] == [], r
+        # -E: one NEW line per UDP connection, from whichever worker has it
+        new = [stream.readline() for _ in WAN]
+        assert sorted(line.split()[5] for line in new) == sorted(f"dst={a}" for a in WAN), new
+        rc, out, err = (lambda x: (x.rc, x.out, x.err))(cc.run(["--socket", sock, "-L"]))
+        assert rc == 0 and len(out.splitlines()) == 2 * len(WAN), out
+        assert err.endswith(f"{2 * len(WAN)} flow entries have been shown.\n"), err
+        assert {f"dst={a}" for a in WAN} <= set(out.split())
+        assert cc.run(["--socket", sock, "-C"]).out.strip() == str(2 * len(WAN))
+        stats = cc.run(["--socket", sock, "-S"]).out.splitlines()
+        assert [line.split()[0] for line in stats] == [f"cpu={k}" for k in range(WORKERS)], stats
+        inserts = [int(w.split("=")[1]) for line in stats for w in line.split() if w.startswith("insert=")]
+        assert all(i > 0 for i in inserts) and sum(inserts) == 2 * len(WAN), stats
+        r2 = cc.run(["--socket", sock, "-D", "-p", "udp", "-d", WAN[0]])
+        assert r2.rc == 0 and len(r2.out.splitlines()) == 1 and f"dst={WAN[0]}" in r2.out, (r2.out, r2.err)
+        assert cc.run(["--socket", sock, "-C"]).out.strip() == str(2 * len(WAN) - 1)
+        assert cc.run(["--socket", sock, "-F"]).rc == 0
+        assert cc.run(["--socket", sock, "-C"]).out.strip() == "0"
+    finally:
+        if events is not None:
+            events.close()
+        d.send_signal(signal.SIGTERM)
+        rc = d.wait(timeout=20)
+        log = d.stderr.read() if d.stderr else ""
+    assert rc == 0, log
