@@ -106,10 +106,13 @@ class EventRelay:
             self.pool.call_one(k, "pyfw.daemon.ctworkers:subscribe", sub_id, reader.req)
 
     def waitables(self) -> list[Any]:
-        return [*self.pool.events, *(r.sock for r in self.readers.values())]
+        # (not the readers' sockets: a reader shuts its sending side after
+        # the request, so theirs read as ended from the start; one that went
+        # away is dropped when a write to it fails, as ctops' hub does)
+        return list(self.pool.events)
 
     def ready(self, ready: list[Any]) -> None:
-        """Relay what the workers sent; notice readers that went away."""
+        """Relay what the workers sent."""
         for ev in self.pool.events:
             if ev not in ready:
                 continue
@@ -126,16 +129,6 @@ class EventRelay:
                 reader = self.readers.get(sub_id)
                 if reader is not None:
                     self._write(sub_id, reader, msg[SUB_ID:])
-        for sub_id, reader in list(self.readers.items()):
-            if reader.sock in ready:
-                try:
-                    gone = not reader.sock.recv(4096)
-                except BlockingIOError:
-                    gone = False
-                except OSError:
-                    gone = True
-                if gone:
-                    self.drop(sub_id)
 
     def _write(self, sub_id: int, reader: _Reader, data: bytes) -> None:
         reader.backlog += data
