@@ -95,6 +95,12 @@ def conntrack_count(worker: Worker) -> int:
     return int(worker.engine.ct.count())
 
 
+def set_host(worker: Worker, host: Any) -> None:
+    """The host read again after a netlink event (a `call` function takes the worker)."""
+    engine: Any = worker.engine
+    engine.set_host(host)
+
+
 def _resolve(name: str) -> Callable[..., Any]:
     module, _, func = name.rpartition(":")
     fn: Callable[..., Any] = getattr(importlib.import_module(module or __name__), func)

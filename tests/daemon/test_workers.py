@@ -344,7 +344,6 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
 
 def test_conntrack_is_the_union(lab: Lab, tmp_path: Path) -> None:
     """`pyfw conntrack` on a daemon with workers: -L/-C/-S/-D/-F/-E over every worker's share."""
-    pytest.importorskip("pyfw.daemon.ctops")
     from pyfw.cli import conntrack as cc
 
     lab.server(lab.wan, "wan", WAN)
