@@ -48,9 +48,15 @@ def pattern_bytes(n: int, offset: int = 0) -> bytes:
     return bytes(out)
 
 
-def status_app(get_status: Callable[[], dict[str, Any]]) -> Callable[[Connection], HttpServer]:
+#: Idle keep-alive connections are closed after this long (nginx's default is 75 s).
+IDLE_TIMEOUT = 75.0
+
+
+def status_app(get_status: Callable[[], dict[str, Any]],
+               idle_timeout: float | None = IDLE_TIMEOUT) -> Callable[[Connection], HttpServer]:
     """An app_factory for Stack.listen serving `get_status()`."""
     def factory(conn: Connection) -> HttpServer:
+        conn.idle_timeout = idle_timeout
         return HttpServer(get_status)
     return factory
 

@@ -34,9 +34,9 @@ from pyfw.stack.tcp import (
     Connection,
     unwrap,
 )
-from pyfw.wire import ipv4
+from pyfw.wire import icmp, ipv4
 from pyfw.wire import udp as wire_udp
-from pyfw.wire.checksum import IPPROTO_TCP, IPPROTO_UDP, verify_l4
+from pyfw.wire.checksum import IPPROTO_TCP, IPPROTO_UDP, verify, verify_l4
 from pyfw.wire.tcp import ACKF, RST, SYN, parse_options
 
 AppFactory = Callable[[Connection], Any]
@@ -46,6 +46,10 @@ _IP_ADDRS = struct.Struct("!II")
 _TCP_HDR = struct.Struct("!HHIIBBH")
 _UDP_HDR = struct.Struct("!HHHH")
 _PORTS = struct.Struct("!HH")
+_PORTS_SEQ = struct.Struct("!HHI")
+IPPROTO_ICMP = 1
+#: ICMP errors that concern a TCP connection (tcp_v4_err's cases).
+_ICMP_ERRORS = frozenset((icmp.DEST_UNREACH, icmp.TIME_EXCEEDED, icmp.PARAMETERPROB))
 
 #: Linux's net.ipv4.tcp_max_syn_backlog default scale: half-open
 #: connections per listener before the oldest is dropped for a new SYN.
@@ -54,12 +58,15 @@ DEFAULT_BACKLOG = 256
 #: connection skips TIME_WAIT ("time wait bucket table overflow").
 MAX_TIME_WAIT = 4096
 DEFAULT_RCVBUF = 1 << 20
+#: Connections (any state) before new SYNs are refused: a bound on memory.
+DEFAULT_MAX_CONNECTIONS = 16384
 
 COUNTER_NAMES = (
     "ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "InSegs", "OutSegs", "RetransSegs",
     "InErrs", "InCsumErrors", "OutRsts", "FastRetrans", "Timeouts", "ChallengeAcks", "OutOfWindow",
     "DupSegs", "SynDropped", "TimeWaitOverflow", "UdpInDatagrams", "UdpNoPorts", "UdpInErrors",
     "UdpInCsumErrors", "UdpOutDatagrams", "IpInErrors", "IpFragDropped", "StackErrors", "AppErrors",
+    "ListenOverflows", "IcmpErrors", "OutOfWindowIcmps", "PmtuUpdates", "IdleCloses",
 )
 
 
@@ -86,13 +93,15 @@ class Stack:
     """TCP and UDP endpoints for the addresses the gateway owns."""
 
     def __init__(self, cc: str = "cubic", mtu: int = 1500, rcvbuf: int = DEFAULT_RCVBUF,
-                 secret: bytes | None = None, mtu_for: Callable[[int], int] | None = None) -> None:
+                 secret: bytes | None = None, mtu_for: Callable[[int], int] | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         from pyfw.stack import cc as ccmod
         ccmod.make(cc)   # validate the name now
         self.cc = cc
         self.mtu = mtu
         self.mtu_for = mtu_for
         self.rcvbuf = rcvbuf
+        self.max_connections = max_connections
         self._isn = IsnGenerator(secret)
         self._conns: dict[tuple[int, int, int, int], Connection] = {}
         self._listeners: dict[tuple[int, int], Listener] = {}
@@ -123,6 +132,8 @@ class Stack:
         key = (src, sport, dst, dport)
         if key in self._conns:
             raise ConnectionError("address pair in use")
+        if len(self._conns) >= self.max_connections:
+            raise ConnectionError("too many connections")
         t = self._now if now is None else now
         conn = self._new_conn(key, self._isn.isn(src, sport, dst, dport, t))
         conn.app = app
@@ -193,6 +204,8 @@ class Stack:
                     or (0, dport) in self._listeners)
         if proto == IPPROTO_UDP:
             return (dst, dport) in self._udp or (0, dport) in self._udp
+        if proto == IPPROTO_ICMP:
+            return self._icmp_conn(memoryview(ipdata)[ihl:]) is not None
         return False
 
     def input(self, ipdata: bytes | bytearray | memoryview, now: float) -> None:
@@ -263,6 +276,35 @@ class Stack:
             self._tcp_input(memoryview(d)[ihl:tot], src, dst, now)
         elif proto == IPPROTO_UDP:
             self._udp_input(memoryview(d)[ihl:tot], src, dst)
+        elif proto == IPPROTO_ICMP:
+            self._icmp_input(memoryview(d)[ihl:tot], now)
+
+    def _icmp_conn(self, msg: memoryview) -> tuple[Connection, int] | None:
+        """The connection an ICMP error quotes (our own segment: source =
+        us) and the quoted sequence number, or None."""
+        if len(msg) < 8 + 20 + 8 or msg[0] not in _ICMP_ERRORS:
+            return None
+        inner = msg[8:]
+        iihl = (inner[0] & 0x0F) * 4
+        if inner[0] >> 4 != 4 or iihl < 20 or len(inner) < iihl + 8 or inner[9] != IPPROTO_TCP:
+            return None
+        if (inner[6] & 0x1F) or inner[7]:
+            return None
+        isrc, idst = _IP_ADDRS.unpack_from(inner, 12)
+        sport, dport, seq = _PORTS_SEQ.unpack_from(inner, iihl)
+        conn = self._conns.get((isrc, sport, idst, dport))
+        return None if conn is None else (conn, seq)
+
+    def _icmp_input(self, msg: memoryview, now: float) -> None:
+        found = self._icmp_conn(msg)
+        if found is None or not verify(msg):
+            return
+        self.counters["IcmpErrors"] += 1
+        conn, seq = found
+        conn.icmp_error(msg[0], msg[1], msg[6] << 8 | msg[7], seq, now)
+        if conn.state != CLOSED:
+            self._dirty[conn] = None
+            self._schedule(conn)
 
     def _tcp_input(self, seg: memoryview, src: int, dst: int, now: float) -> None:
         counters = self.counters
@@ -318,6 +360,9 @@ class Stack:
 
     def _syn_to_listener(self, lst: Listener, key: tuple[int, int, int, int], seq: int, win: int,
                          opts: Any, now: float, iss: int | None) -> None:
+        if len(self._conns) >= self.max_connections and len(lst.half_open) < lst.backlog:
+            self.counters["ListenOverflows"] += 1
+            return
         if len(lst.half_open) >= lst.backlog:
             # drop the oldest half-open connection rather than refuse a new
             # one: under a SYN flood a real client still gets in eventually

@@ -65,6 +65,10 @@ PROBE_RETRIES = 15
 #: RFC 5961 / Linux's tcp_invalid_ratelimit: one reply per 500 ms to
 #: segments that are out of window or challenge-worthy and carry no data.
 OOW_RATELIMIT = 0.5
+#: Linux's net.ipv4.route.min_pmtu: a "fragmentation needed" below it is raised to it.
+MIN_PMTU = 552
+#: Destination-unreachable codes Linux treats as hard errors (icmp_err_convert's fatal).
+FATAL_UNREACH = frozenset((2, 3, 6, 7, 8, 9, 10, 13, 14, 15))
 #: Ask the application for more data when less than this is queued.
 SEND_LOWAT = 1 << 21
 DEFAULT_MSS = 536
@@ -160,6 +164,9 @@ class Connection:
         self.syn_retransmitted = False
         self.sched: float | None = None   # deadline the stack's heap holds for us
         self.last_oow = -1e9
+        self.idle_timeout: float | None = None   # close after this long without a segment from the peer
+        self.last_rx = 0.0
+        self.soft_error: str | None = None
         # output requests
         self.ack_now = False
         self.unacked = 0                  # segments received since our last ACK
@@ -356,6 +363,7 @@ class Connection:
 
         if not flags & ACKF:
             return
+        self.last_rx = now
         ack = unwrap(ack32, self.snd_una)
 
         if st == SYN_RCVD:
@@ -443,6 +451,7 @@ class Connection:
         self.rtt_seq = None
         self.rto_at = None
         self.retries = 0
+        self.last_rx = now
         self.state = FIN_WAIT_1 if self.fin_queued else ESTABLISHED
         self.ack_now = True
         on_connect = getattr(self.app, "on_connect", None)
@@ -695,9 +704,48 @@ class Connection:
                                    self._next_ident()))
         self.stack.counters["OutRsts"] += 1
 
+    # ------------------------------------------------------------ ICMP
+    def icmp_error(self, icmp_type: int, code: int, mtu: int, seq32: int, now: float) -> None:
+        """An ICMP error quoting one of our segments (tcp_v4_err): a
+        "fragmentation needed" lowers the MSS and resends (RFC 1191); any
+        error fails a connection still in SYN_SENT, a hard one a half-open
+        passive one; otherwise it is only noted (a soft error)."""
+        seq = unwrap(seq32, self.snd_una)
+        if not self.snd_una <= seq <= self.snd_max:
+            self.stack.counters["OutOfWindowIcmps"] += 1
+            return
+        st = self.state
+        if icmp_type == 3 and code == 4:
+            if not mtu:
+                return
+            mss = max(mtu, MIN_PMTU) - 40
+            if mss < self.mss:
+                self.mss = mss
+                self.stack.counters["PmtuUpdates"] += 1
+                if self.snd_max > self.snd_una and st not in (SYN_SENT, SYN_RCVD):
+                    # tcp_simple_retransmit: resend in the new size, cwnd untouched
+                    self.snd_nxt = self.snd_una
+                    self.rtt_seq = None
+                    self.stack._mark(self)
+            return
+        name = {3: "unreachable", 11: "time exceeded", 12: "parameter problem"}.get(icmp_type, "icmp")
+        fatal = (icmp_type == 3 and code in FATAL_UNREACH) or icmp_type == 12
+        if st == SYN_SENT or (st == SYN_RCVD and not self.passive):
+            self.error = name
+            self.stack.counters["AttemptFails"] += 1
+            self._die()
+        elif st == SYN_RCVD and fatal:
+            self._destroy()
+        else:
+            self.soft_error = name
+
     # ------------------------------------------------------------ timers
     def deadline(self) -> float | None:
         d = self.rto_at
+        if self.idle_timeout is not None and self.state == ESTABLISHED:
+            idle = self.last_rx + self.idle_timeout
+            if d is None or idle < d:
+                d = idle
         x = self.delack_at
         if x is not None and (d is None or x < d):
             d = x
@@ -710,6 +758,10 @@ class Connection:
         if self.close_at is not None and self.close_at <= now:
             self._destroy()       # TIME_WAIT over, or FIN_WAIT_2 gave up
             return
+        if (self.idle_timeout is not None and self.state == ESTABLISHED
+                and self.last_rx + self.idle_timeout <= now):
+            self.stack.counters["IdleCloses"] += 1
+            self.close()
         if self.delack_at is not None and self.delack_at <= now:
             self.delack_at = None
             if self.unacked:

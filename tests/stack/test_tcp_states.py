@@ -351,3 +351,85 @@ def test_segments_respect_peer_mss() -> None:
     Echo.instances[-1].conn.send(b"z" * 5500)
     segs: list[Seg] = peer.out()
     assert [len(x.payload) for x in segs] == [1000] * 5 + [500]
+
+
+def _icmp_about(seg_pkt: bytes, icmp_type: int, code: int, mtu: int = 0) -> bytes:
+    """An ICMP error from a router quoting the stack's datagram `seg_pkt`."""
+    from pyfw.wire import ipv4
+    from pyfw.wire.checksum import checksum
+    body = bytearray(8) + seg_pkt[:28]
+    body[0], body[1] = icmp_type, code
+    body[6], body[7] = mtu >> 8, mtu & 255
+    c = checksum(body)
+    body[2], body[3] = c >> 8, c & 255
+    return bytes(ipv4.build(PEER, HOST, 1, body))
+
+
+def test_icmp_frag_needed_lowers_mss_and_resends(stack: Stack) -> None:
+    peer = Peer(stack, port=81)
+    peer.handshake()
+    c = _conn(stack)
+    c.send(b"m" * 2920)
+    raw = stack.output(0.0)
+    assert len(raw) == 2
+    err = _icmp_about(raw[0], 3, 4, mtu=1000)
+    assert stack.wants(err)
+    stack.input(err, 0.0)
+    assert c.mss == 960 and stack.counters["PmtuUpdates"] == 1
+    segs = peer.out()
+    assert [len(x.payload) for x in segs] == [960, 960, 960, 40]
+    # an error quoting a sequence number outside the flight is ignored
+    seg = segs[0]
+    seg.seq = (seg.seq + 10_000_000) & 0xFFFFFFFF
+    stack.input(_icmp_about(stack_pkt(seg), 3, 4, mtu=600), 0.0)
+    assert c.mss == 960 and stack.counters["OutOfWindowIcmps"] == 1
+    # not ours: an ICMP error about some other connection
+    seg.sport = 9
+    assert not stack.wants(_icmp_about(stack_pkt(seg), 3, 4, 600))
+
+
+def stack_pkt(seg: Seg) -> bytes:
+    """A datagram as the stack would have sent `seg` (for quoting in ICMP)."""
+    from pyfw.wire import ipv4, tcp
+    return bytes(ipv4.build(HOST, PEER, 6, tcp.build(HOST, PEER, seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
+                                                     seg.win, b"", seg.payload)))
+
+
+def test_icmp_unreachable_fails_syn_sent_only() -> None:
+    a = Stack(secret=b"i" * 32)
+    app = Collector()
+    c = a.connect(HOST, 5000, PEER, 80, app, now=0.0)
+    (syn,) = a.output(0.0)
+    a.input(_icmp_about(syn, 3, 1), 0.1)          # host unreachable
+    assert c.state == "CLOSED" and c.error == "unreachable" and app.closed
+    # in ESTABLISHED it is a soft error only
+    s = Stack(secret=b"j" * 32)
+    s.listen(HOST, 80, Echo)
+    peer = Peer(s)
+    peer.handshake()
+    conn = _conn(s)
+    conn.send(b"x")
+    (data,) = s.output(0.0)
+    s.input(_icmp_about(data, 3, 3), 0.0)
+    assert conn.state == "ESTABLISHED" and conn.soft_error == "unreachable"
+
+
+def test_max_connections_refuses_syns() -> None:
+    s = Stack(secret=b"c" * 32, max_connections=4)
+    s.listen(HOST, 80, Echo)
+    for i in range(4):
+        Peer(s, sport=100 + i).handshake()
+    assert Peer(s, sport=200).send(SYN) == []
+    assert s.counters["ListenOverflows"] == 1 and len(s.connections()) == 4
+
+
+def test_idle_timeout_closes() -> None:
+    from pyfw.stack.http import status_app
+    s = Stack(secret=b"d" * 32)
+    s.listen(HOST, 80, status_app(lambda: {}, idle_timeout=30.0))
+    peer = Peer(s)
+    peer.handshake()
+    c = _conn(s)
+    assert peer.tick(29.0) == []
+    (fin,) = peer.tick(30.0)
+    assert fin.flags & FIN and c.state == "FIN_WAIT_1" and s.counters["IdleCloses"] == 1
