@@ -1,4 +1,5 @@
-"""`pyfw daemon --nfqueue NUM [--ruleset FILE] [--socket PATH] [--fail-open] [--ipv6 drop|accept]`.
+"""`pyfw daemon --nfqueue NUM [--ruleset FILE] [--socket PATH] [--fail-open] [--ipv6 drop|accept]`
+(and `--tap --host HOST.toml`, pyfw.tap.main).
 
 Start-up order keeps the machine untouched on any failure: the ruleset is
 loaded first (a file that does not restore stops here with pyfw-restore's
@@ -88,8 +89,11 @@ def _cleanup(num: int | None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pyfw.tap.main import add_arguments
+
     ap = argparse.ArgumentParser(prog="pyfw daemon")
     ap.add_argument("--nfqueue", type=int, metavar="NUM")
+    ap.add_argument("--tap", action="store_true", help="be the gateway on TAP devices (--host HOST.toml)")
     ap.add_argument("--ruleset", metavar="FILE")
     ap.add_argument("--socket", default=os.environ.get("PYFW_SOCKET") or DEFAULT_SOCKET, metavar="PATH")
     ap.add_argument("--workers", type=int, default=1, metavar="N",
@@ -108,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"the syslog socket (default {DEV_LOG}, used when present)")
     ap.add_argument("--cleanup", action="store_true",
                     help="remove the kernel rules a killed daemon left (of queue NUM, or of all) and exit")
+    add_arguments(ap)
     return ap
 
 
@@ -116,8 +121,15 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.cleanup:
         return _cleanup(args.nfqueue)
+    if args.tap:
+        if args.nfqueue is not None:
+            _log("--tap and --nfqueue exclude each other")
+            return 2
+        from pyfw.tap.main import run
+
+        return run(args)
     if args.nfqueue is None:
-        _log("--nfqueue NUM is required")
+        _log("--nfqueue NUM or --tap is required")
         return 2
     if not 0 <= args.nfqueue <= 65535:
         _log(f"queue number {args.nfqueue} out of range 0-65535")

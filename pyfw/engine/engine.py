@@ -457,7 +457,9 @@ class Engine:
             return NF_DROP
         mtu = self.host.mtu(rr.dev)
         extra = pkt.extra or {}
-        if exceeds_mtu(pkt.tot_len, bool(pkt.frag_off & IP_DF), mtu, extra.get("frag_max_size", 0)):
+        # a GSO super-frame (TAP offload) is checked per segment (skb_gso_validate_network_len)
+        length = extra.get("gso_netlen") or pkt.tot_len
+        if exceeds_mtu(length, bool(pkt.frag_off & IP_DF), mtu, extra.get("frag_max_size", 0)):
             self._icmp_error(pkt, 3, 4, mtu=mtu)  # fragmentation needed
             return NF_DROP
         decrease_ttl(pkt)

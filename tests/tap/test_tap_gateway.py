@@ -1,0 +1,222 @@
+"""`pyfw daemon --tap` as the gateway between two bridges (tests/tap/lab.py),
+seen by real clients: curl, ping, python sockets in the lan and wan
+namespaces.  One lab and one daemon for the module; the fault test runs its
+own daemon on the same lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import PY, TapLab, root_problem, sh  # noqa: E402
+
+pytestmark = pytest.mark.root
+if root_problem():
+    pytest.skip(str(root_problem()), allow_module_level=True)
+
+HERE = Path(__file__).resolve().parent
+SIZE = 10 << 20
+
+RULES = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -i eth1 -p tcp --dport 8080 -j DNAT --to-destination 10.77.1.2:80
+-A POSTROUTING -o eth1 -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i eth0 -p tcp --dport 81 -j REJECT --reject-with tcp-reset
+-A FORWARD -i eth0 -p tcp --dport 82 -j DROP
+-A FORWARD -i eth0 -d 203.0.113.3 -p icmp -j REJECT
+-A FORWARD -i eth0 -d 203.0.113.4 -p icmp -j DROP
+-A FORWARD -i eth0 -j ACCEPT
+-A FORWARD -i eth1 -d 10.77.1.2 -p tcp --dport 80 -m conntrack --ctstate DNAT -j ACCEPT
+COMMIT
+"""
+
+# bounded floods from the lan: ARP requests for the gateway from made-up
+# senders, and SYNs at a closed port of the gateway from made-up sources
+FLOOD = r"""
+import random, socket, struct, sys
+kind, count = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack(f"!{len(b)//2}H", b)); s = (s & 0xffff) + (s >> 16); s += s >> 16
+    return ~s & 0xffff
+if kind == "arp":
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+    for i in range(count):
+        mac = bytes([2, 0x99]) + rng.randbytes(4); sip = bytes([10, 77, 1, rng.randrange(100, 250)])
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x800, 6, 4, 1, mac, sip, bytes(6), bytes([10, 77, 1, 1]))
+        s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    for i in range(count):
+        src = bytes([10, 77, 1, rng.randrange(100, 250)]); dst = bytes([10, 77, 1, 1])
+        sport = rng.randrange(1024, 65535)
+        tcp = struct.pack("!HHIIBBHHH", sport, 9, rng.getrandbits(32), 0, 5 << 4, 2, 65535, 0, 0)
+        c = csum(src + dst + struct.pack("!BBH", 0, 6, 20) + tcp)
+        tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xffff, 0, 64, 6, 0, src, dst)
+        s.sendto(ip + tcp, ("10.77.1.1", 0))
+print("done", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TapLab]:
+    lab = TapLab()
+    tmp = tmp_path_factory.mktemp("tap")
+    try:
+        lab.up()
+        for ns, name in ((lab.wan, "wan"), (lab.lan, "lan")):
+            p = lab.spawn(ns, PY, str(HERE / "servers.py"), name, "80,81,82,83", stdout=subprocess.PIPE)
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        p = lab.spawn(lab.wan, PY, str(HERE / "bulk.py"), "serve", "5001", str(SIZE), "1", stdout=subprocess.PIPE)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        lab.sock = lab.start(tmp, RULES)  # type: ignore[attr-defined]
+        yield lab
+    finally:
+        lab.down()
+
+
+def curl(lab: TapLab, ns: str, url: str, timeout: float = 3.0) -> tuple[int, str]:
+    r = sh("curl", "-s", "--max-time", str(timeout), url, ns=ns, check=False)
+    return r.returncode, r.stdout.strip()
+
+
+def udp(ns: str, host: str, port: int) -> str:
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); "
+            f"s.sendto(b'hi',({host!r},{port})); print(s.recv(200).decode())")
+    return sh(PY, "-c", code, ns=ns, check=False).stdout.strip()
+
+
+def ping(ns: str, host: str, count: int = 1, wait: float = 2) -> subprocess.CompletedProcess[str]:
+    return sh("ping", "-n", "-c", str(count), "-W", str(wait), host, ns=ns, check=False)
+
+
+def fetch(lab: TapLab, timeout: float = 60) -> dict[str, object]:
+    r = sh(PY, str(HERE / "bulk.py"), "fetch", "203.0.113.2", "5001", str(timeout), ns=lab.lan, check=False,
+           timeout=timeout + 10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def expected_sha() -> str:
+    return sh(PY, str(HERE / "bulk.py"), "expect", str(SIZE), "1").stdout.strip()
+
+
+def test_masquerade_dnat_reject_drop(lab: TapLab) -> None:
+    # MASQUERADE: the wan server sees the gateway's address, for TCP, UDP and ICMP
+    assert curl(lab, lab.lan, "http://203.0.113.2/") == (0, "wan 203.0.113.1")
+    assert udp(lab.lan, "203.0.113.2", 5353) == "wan 203.0.113.1"
+    r = ping(lab.lan, "203.0.113.2", count=2)
+    assert r.returncode == 0 and "ttl=63" in r.stdout, r.stdout
+    # the gateway answers pings itself, on both sides
+    assert ping(lab.lan, "10.77.1.1").returncode == 0
+    assert ping(lab.wan, "203.0.113.1").returncode == 0
+    # DNAT port forward: the lan server sees the wan client's own address
+    assert curl(lab, lab.wan, "http://203.0.113.1:8080/") == (0, "lan 203.0.113.2")
+    # REJECT with tcp-reset: curl's "couldn't connect" at once; DROP: its timeout
+    t0 = time.monotonic()
+    assert curl(lab, lab.lan, "http://203.0.113.2:81/")[0] == 7
+    assert time.monotonic() - t0 < 2.5
+    assert curl(lab, lab.lan, "http://203.0.113.2:82/", timeout=1.0)[0] == 28
+    # and for ping: REJECT's port unreachable comes back, DROP stays silent
+    r = ping(lab.lan, "203.0.113.3")
+    assert r.returncode == 1 and "Destination Port Unreachable" in r.stdout, r.stdout
+    r = ping(lab.lan, "203.0.113.4", wait=1)
+    assert r.returncode == 1 and "Unreachable" not in r.stdout and " 0 received" in r.stdout, r.stdout
+    # a closed port of the gateway itself: a reset, as Linux sends
+    assert curl(lab, lab.lan, "http://10.77.1.1:9/")[0] == 7
+
+
+def test_arp_both_ways(lab: TapLab) -> None:
+    assert ping(lab.lan, "10.77.1.1").returncode == 0
+    assert ping(lab.lan, "203.0.113.2").returncode == 0
+    # the hosts resolved the gateway's MACs (pyfw answered their requests)...
+    lan = sh("ip", "neigh", "show", "10.77.1.1", ns=lab.lan).stdout
+    wan = sh("ip", "neigh", "show", "203.0.113.1", ns=lab.wan).stdout
+    assert "02:77:00:00:00:01" in lan, lan
+    assert "02:77:00:00:00:02" in wan, wan
+    # ...and the gateway resolved theirs: its replies reached them, and the
+    # unanswered requests for a missing host end in host unreachable
+    r = ping(lab.lan, "10.77.1.99", wait=5)
+    assert r.returncode == 1
+    r = ping(lab.wan, "203.0.113.1", count=1)
+    assert r.returncode == 0
+
+
+def test_unresolvable_neighbour_gives_host_unreachable(lab: TapLab) -> None:
+    # no wan host has 203.0.113.77: three ARP requests, then ICMP host
+    # unreachable for the packet that waited (arp_error_report); it is
+    # about the masqueraded packet, and NAT takes it back to the lan client
+    # from the gateway's wan address -- what a Linux gateway does
+    r = ping(lab.lan, "203.0.113.77", count=1, wait=6)
+    assert r.returncode == 1 and "From 203.0.113.1 icmp_seq=1 Destination Host Unreachable" in r.stdout, r.stdout
+
+
+def test_download_10mb_intact(lab: TapLab) -> None:
+    got = fetch(lab)
+    assert got["bytes"] == SIZE
+    assert got["sha256"] == expected_sha()
+
+
+def test_arp_storm_and_syn_flood_keep_it_forwarding(lab: TapLab) -> None:
+    arp = lab.spawn(lab.lan, PY, "-c", FLOOD, "arp", "4000", stdout=subprocess.PIPE)
+    syn = lab.spawn(lab.lan, PY, "-c", FLOOD, "syn", "4000", stdout=subprocess.PIPE)
+    try:
+        got = fetch(lab)
+        assert got["bytes"] == SIZE and got["sha256"] == expected_sha()
+        assert curl(lab, lab.lan, "http://203.0.113.2/") == (0, "wan 203.0.113.1")
+    finally:
+        for p in (arp, syn):
+            p.wait(timeout=60)
+    assert arp.returncode == 0 and syn.returncode == 0
+    # after the floods it still forwards and answers
+    assert curl(lab, lab.lan, "http://203.0.113.2/") == (0, "wan 203.0.113.1")
+    assert ping(lab.lan, "10.77.1.1").returncode == 0
+
+
+def test_faults_still_give_an_intact_transfer(lab: TapLab, tmp_path: Path) -> None:
+    sock = lab.sock  # type: ignore[attr-defined]
+    assert lab.stop() == 0
+    try:
+        lab.start(tmp_path, RULES, "--fault-seed", "5", "--loss", "0.01", "--dup", "0.01", "--reorder", "0.02")
+        got = fetch(lab, timeout=90)
+        assert got["bytes"] == SIZE and got["sha256"] == expected_sha()
+    finally:
+        assert lab.stop() == 0
+        log = lab.log
+        lab.sock = lab.start(Path(sock).parent, RULES)  # type: ignore[attr-defined]
+    counts = dict(re.findall(r"(fault_\w+) (\d+)", log))
+    assert all(int(counts.get(k, 0)) > 0 for k in ("fault_lost", "fault_duplicated", "fault_reordered")), log
+
+
+def test_stop_leaves_nothing(tmp_path: Path) -> None:
+    lab = TapLab("s")
+    try:
+        lab.up()
+        sock = lab.start(tmp_path, RULES)
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+        assert lab.stop() == 0, lab.log
+        assert not os.path.exists(sock)
+        links = sh("ip", "-o", "link", ns=lab.gw).stdout
+        assert lab.tapl not in links and lab.tapw not in links
+    finally:
+        lab.down()
