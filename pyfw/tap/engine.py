@@ -188,7 +188,7 @@ class TapEngine(Engine):
         self._tick(now)
         out, failed = self.neigh.tick(now)
         emitted: list[Emitted] = [_emitted(o) for o in out]
-        for datagram, opaque in failed:
+        for _datagram, opaque in failed:
             pkt = opaque[1]
             pkt.time = now
             res = Result(None, "neigh")

@@ -178,6 +178,12 @@ class Gateway:
         counters = {**self.stats, **eng.stats, **{f"neigh_{k}": v for k, v in eng.neigh.stats.items()}}
         if self.faults is not None:
             counters.update(self.faults.stats)
-        return {"host": host.name, "uptime": round(now - self.started, 3), "interfaces": ifaces,
-                "counters": counters, "conntrack": eng.ct.format(now).splitlines(),
-                "conntrack_stats": eng.ct.stats(), "neighbours": neigh}
+        out = {"host": host.name, "uptime": round(now - self.started, 3), "interfaces": ifaces,
+               "counters": counters, "conntrack": eng.ct.format(now).splitlines(),
+               "conntrack_stats": eng.ct.stats(), "neighbours": neigh}
+        stack = eng.stack
+        if hasattr(stack, "stats"):
+            out["tcp"] = stack.stats()
+        if hasattr(stack, "sockets"):
+            out["sockets"] = stack.sockets()
+        return out

@@ -45,8 +45,19 @@ def _status_address(text: str, host: Any) -> tuple[int, int] | str:
     return a, p
 
 
-def _make_stack(status: tuple[int, int] | None, get_status: Any) -> Any:
-    """pyfw.stack's Stack serving the status page, or None without it."""
+class _Discard:
+    """The application of a [[service]] port: takes the bytes, answers nothing."""
+
+    def on_data(self, conn: Any, data: bytes) -> None:
+        return None
+
+    def on_close(self, conn: Any) -> None:
+        conn.close()
+
+
+def _make_stack(host: Any, status: tuple[int, int] | None, get_status: Any) -> Any:
+    """pyfw.stack's Stack with the status page and the host's [[service]]
+    ports listening, or None when pyfw.stack is not there."""
     try:
         from pyfw.stack import Stack
         from pyfw.stack.http import status_app
@@ -54,7 +65,18 @@ def _make_stack(status: tuple[int, int] | None, get_status: Any) -> Any:
         if status is not None:
             _log("--status: pyfw.stack is not available, no status page")
         return None
-    stack = Stack(cc="cubic")
+
+    def mtu_for(dst: int) -> int:
+        rr = host.output_route(dst)
+        return int(host.mtu(rr.dev)) if rr.ok and rr.dev != "lo" else 1500
+
+    stack = Stack(cc="cubic", mtu_for=mtu_for)
+    for svc in host.services:
+        addr = svc.address or 0
+        if svc.proto == 6:
+            stack.listen(addr, svc.port, lambda conn: _Discard())
+        elif svc.proto == 17:
+            stack.udp_bind(addr, svc.port, lambda src, sport, data: None)
     if status is not None:
         stack.listen(status[0], status[1], status_app(get_status))
     return stack
@@ -98,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
 
     gw: Gateway | None = None
-    stack = _make_stack(status, lambda: gw.status() if gw is not None else {})
+    stack = _make_stack(host, status, lambda: gw.status() if gw is not None else {})
     engine = TapEngine(ruleset, host, stack)
     live = LiveStore(engine.ruleset, engine.load)
     stopping = reload = False

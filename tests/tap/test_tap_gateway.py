@@ -25,6 +25,7 @@ if root_problem():
 
 HERE = Path(__file__).resolve().parent
 SIZE = 10 << 20
+STATUS = ("--status", "0.0.0.0:8000")
 
 RULES = """*nat
 :PREROUTING ACCEPT [0:0]
@@ -38,6 +39,7 @@ COMMIT
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
+-A INPUT -i eth1 -p tcp --dport 8000 -j DROP
 -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A FORWARD -i eth0 -p tcp --dport 81 -j REJECT --reject-with tcp-reset
 -A FORWARD -i eth0 -p tcp --dport 82 -j DROP
@@ -89,7 +91,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TapLab]:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         p = lab.spawn(lab.wan, PY, str(HERE / "bulk.py"), "serve", "5001", str(SIZE), "1", stdout=subprocess.PIPE)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        lab.sock = lab.start(tmp, RULES)  # type: ignore[attr-defined]
+        lab.sock = lab.start(tmp, RULES, *STATUS)  # type: ignore[attr-defined]
         yield lab
     finally:
         lab.down()
@@ -171,6 +173,36 @@ def test_unresolvable_neighbour_gives_host_unreachable(lab: TapLab) -> None:
     assert r.returncode == 1 and "From 203.0.113.1 icmp_seq=1 Destination Host Unreachable" in r.stdout, r.stdout
 
 
+def test_status_page_from_the_lan(lab: TapLab) -> None:
+    pytest.importorskip("pyfw.stack")
+    assert curl(lab, lab.lan, "http://203.0.113.2/")[0] == 0
+    code, body = curl(lab, lab.lan, "http://10.77.1.1:8000/status.json")
+    assert code == 0, body
+    st = json.loads(body)
+    assert [i["name"] for i in st["interfaces"]] == ["eth0", "eth1"]
+    assert st["interfaces"][0]["tap"] == lab.tapl and st["interfaces"][0]["rx_frames"] > 0
+    # the gateway's side of ARP: it learnt the lan host's MAC
+    lan_mac = re.search(r"link/ether (\S+)", sh("ip", "-o", "link", "show", "eth0", ns=lab.lan).stdout)
+    assert lan_mac is not None
+    assert {"ip": "10.77.1.2", "dev": "eth0", "mac": lan_mac.group(1)}.items() <= \
+        next(n for n in st["neighbours"] if n["ip"] == "10.77.1.2").items()
+    # the connection table holds this very request, as conntrack -L prints it
+    assert any("dport=8000" in line and "src=10.77.1.2" in line for line in st["conntrack"]), st["conntrack"]
+    code, page = curl(lab, lab.lan, "http://10.77.1.1:8000/")
+    assert code == 0 and "<h1>pyfw status</h1>" in page and "eth0" in page
+    # the INPUT chain guards it like any local service: not from the wan
+    assert curl(lab, lab.wan, "http://203.0.113.1:8000/", timeout=1.0)[0] == 28
+
+
+def test_status_stack_serves_10mb_intact(lab: TapLab) -> None:
+    http = pytest.importorskip("pyfw.stack.http")
+    import hashlib
+
+    r = sh("sh", "-c", f"curl -s --max-time 60 'http://10.77.1.1:8000/bytes?n={SIZE}' | sha256sum", ns=lab.lan,
+           timeout=70)
+    assert r.stdout.split()[0] == hashlib.sha256(http.pattern_bytes(SIZE)).hexdigest()
+
+
 def test_download_10mb_intact(lab: TapLab) -> None:
     got = fetch(lab)
     assert got["bytes"] == SIZE
@@ -203,7 +235,7 @@ def test_faults_still_give_an_intact_transfer(lab: TapLab, tmp_path: Path) -> No
     finally:
         assert lab.stop() == 0
         log = lab.log
-        lab.sock = lab.start(Path(sock).parent, RULES)  # type: ignore[attr-defined]
+        lab.sock = lab.start(Path(sock).parent, RULES, *STATUS)  # type: ignore[attr-defined]
     counts = dict(re.findall(r"(fault_\w+) (\d+)", log))
     assert all(int(counts.get(k, 0)) > 0 for k in ("fault_lost", "fault_duplicated", "fault_reordered")), log
 
