@@ -167,6 +167,7 @@ class Connection:
         self.idle_timeout: float | None = None   # close after this long without a segment from the peer
         self.last_rx = 0.0
         self.soft_error: str | None = None
+        self.last_tx: float | None = None
         # output requests
         self.ack_now = False
         self.unacked = 0                  # segments received since our last ACK
@@ -946,6 +947,11 @@ class Connection:
         if nxt >= data_end and (not fin_queued or nxt > data_end):
             return False
         una = self.snd_una
+        if una == self.snd_max and self.last_tx is not None and now - self.last_tx > self.rtt.rto:
+            # restart after idle (RFC 5681 4.1, Linux's tcp_slow_start_after_idle)
+            iw = ccmod.INITIAL_WINDOW_SEGMENTS * self.mss
+            if self.cwnd > iw:
+                self.cwnd = iw
         wnd = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
         wnd_end = una + wnd
         mss = self.mss
@@ -960,8 +966,10 @@ class Connection:
                     n = mss
                 room = wnd_end - nxt
                 if room < n:
-                    # window-limited: wait for an ACK unless nothing is in flight
-                    if room <= 0 or nxt > una:
+                    # window-limited (sender SWS avoidance, RFC 9293 3.8.6.2.1):
+                    # a short segment only when nothing is in flight or it
+                    # fills half the largest window the peer offered
+                    if room <= 0 or (nxt > una and room < self.max_snd_wnd >> 1):
                         break
                     n = room
                 fin = fin_queued and nxt + n == data_end
@@ -983,6 +991,8 @@ class Connection:
             if fin:
                 break
         counters["OutSegs"] += sent - (self.retransmits - retrans_before)
+        if sent:
+            self.last_tx = now
         self.snd_nxt = nxt
         if nxt > snd_max:
             self.snd_max = nxt

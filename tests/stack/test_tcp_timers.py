@@ -265,3 +265,35 @@ def test_cubic_curve() -> None:
     w.cwnd = 90_000
     cc.on_congestion(w, t)
     assert cc.w_max == pytest.approx(90 * 1.7 / 2)
+
+
+def test_cwnd_restarts_after_idle(server: Stack) -> None:
+    peer = Peer(server)
+    peer.handshake()
+    conn = Holder.conns[0]
+    conn.send(bytes(1460 * 10))
+    segs = peer.out()
+    peer.ack = segs[-1].seq + len(segs[-1].payload)
+    peer.send(ACKF)
+    assert conn.cwnd > 10 * 1460
+    peer.now = 5.0                                # idle much longer than the RTO
+    conn.send(bytes(1460 * 20))
+    assert len(peer.out()) == 10 and conn.cwnd == 10 * 1460
+
+
+def test_small_window_peer_gets_half_window_segments(server: Stack) -> None:
+    peer = Peer(server)
+    peer.handshake(wscale=None)
+    conn = Holder.conns[0]
+    peer.send(ACKF, win=1000, advance=False)
+    conn.send(bytes(5000))
+    (seg,) = peer.out()
+    assert len(seg.payload) == 1000               # the whole window, nothing in flight
+    peer.ack = seg.seq + 1000
+    out = peer.send(ACKF, win=600, advance=False)  # 600 >= half the largest window: sent
+    assert [len(s.payload) for s in out] == [600]
+    peer.ack += 300
+    assert peer.send(ACKF, win=300, advance=False) == []   # 0 usable ... nothing
+    peer.ack += 300
+    out = peer.send(ACKF, win=1000, advance=False)
+    assert [len(s.payload) for s in out] == [1000]
