@@ -285,9 +285,15 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         assert seen == sum(queued(lab).values()) - kernel_requeued(lab), sh("iptables-legacy-save", "-c", ns=lab.gw).stdout
         masq = pyfw(lab, sock, "-t", "nat", "-L", "POSTROUTING", "-v", "-x", "-n").stdout
         assert int(masq.splitlines()[2].split()[0]) == 48 + len(WAN) + 8 + 1, masq  # one per new connection out, the ping too
-        # a rule added on the socket survives with its counters, on every worker
+        # the counters survive a rule added on the socket (the union is not counted twice)
         r = pyfw(lab, sock, "-A", "FORWARD", "-p", "icmp")
         assert r.returncode == 0, r.stderr
+        assert first_rule_packets(lab, sock, "nat", "POSTROUTING") == 48 + len(WAN) + 8 + 1
+        # -Z zeroes every worker's share; new connections count from there
+        assert pyfw(lab, sock, "-t", "nat", "-Z").returncode == 0
+        assert first_rule_packets(lab, sock, "nat", "POSTROUTING") == 0
+        r = clients(lab, lab.lan, lan_jobs(4))
+        assert r["errors"] == [] and first_rule_packets(lab, sock, "nat", "POSTROUTING") == 8, r
         # a restore reaches every worker: new connections to all remotes follow it
         r = pyfw(lab, sock, prog="pyfw-restore", stdin=ruleset(lab, reject_wan_tcp=True))
         assert r.returncode == 0, r.stderr
