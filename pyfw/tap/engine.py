@@ -21,10 +21,12 @@ from typing import Any, Protocol
 from pyfw.engine.api import PACKET_HOST
 from pyfw.engine.engine import BROADCAST_MAC, ETH_P_IP, Emitted, Engine, Result
 from pyfw.engine.neigh import NeighTable, Out
-from pyfw.engine.packet import IPPROTO_TCP, IPPROTO_UDP, Packet
+from pyfw.engine.packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from pyfw.engine.tables import TraceStep
 from pyfw.tap import vnet
 from pyfw.tap.vnet import VnetHdr
+
+ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})
 
 
 class Stack(Protocol):
@@ -104,8 +106,10 @@ class TapEngine(Engine):
 
     # ------------------------------------------------------------ local delivery
     def _deliver(self, pkt: Packet) -> None:
-        if pkt.pkttype == PACKET_HOST and pkt.proto in (IPPROTO_TCP, IPPROTO_UDP) and pkt.l4ok \
-                and self.host.is_local(pkt.dst):
+        # TCP and UDP for its sockets, and ICMP errors about its connections
+        # (echo and timestamp requests stay the engine's to answer)
+        if pkt.pkttype == PACKET_HOST and pkt.l4ok and (pkt.proto in (IPPROTO_TCP, IPPROTO_UDP) or (
+                pkt.proto == IPPROTO_ICMP and pkt.icmp_type in ICMP_ERRORS)) and self.host.is_local(pkt.dst):
             hdr = (pkt.extra or {}).get("vnet")
             if hdr is not None:
                 # the checksum the sender left to the device: done here, as

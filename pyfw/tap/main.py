@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from pyfw.daemon.main import _load_ruleset, _log, _reload
@@ -84,6 +85,7 @@ def _make_stack(host: Any, status: tuple[int, int] | None, get_status: Any) -> A
 
 def run(args: argparse.Namespace) -> int:
     from pyfw.daemon.control import ControlServer, LiveStore
+    from pyfw.daemon.ctops import CtSource
     from pyfw.engine.host import HostError, load_host
     from pyfw.tap.device import TapDevice, TapError, bridge_exists, configure
     from pyfw.tap.engine import TapEngine
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             _log(str(exc))
             return 1
         try:
-            server = ControlServer(args.socket, live)
+            server = ControlServer(args.socket, live, CtSource(lambda: [engine.ct], time.monotonic))
         except OSError as exc:
             _log(f"cannot listen on {args.socket}: {exc}")
             return 1

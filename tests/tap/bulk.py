@@ -1,6 +1,6 @@
 """Bulk TCP for the TAP lab: `serve PORT NBYTES SEED` sends NBYTES of seeded
-random data to each connection; `fetch HOST PORT` reads one connection to
-the end and prints {"bytes", "sha256", "seconds"}; `expect NBYTES SEED`
+random data to each connection; `fetch HOST PORT [TIMEOUT [nohash]]` reads one
+connection to the end and prints {"bytes", "sha256", "seconds"}; `expect NBYTES SEED`
 prints the sha256 the data should have."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def serve(port: int, nbytes: int, seed: int) -> None:
         threading.Thread(target=one, args=(c,), daemon=True).start()
 
 
-def fetch(host: str, port: int, timeout: float) -> None:
+def fetch(host: str, port: int, timeout: float, hashing: bool = True) -> None:
     h = hashlib.sha256()
     n = 0
     t0 = time.monotonic()
@@ -50,7 +50,8 @@ def fetch(host: str, port: int, timeout: float) -> None:
             if not b:
                 break
             n += len(b)
-            h.update(b)
+            if hashing:
+                h.update(b)
     print(json.dumps({"bytes": n, "sha256": h.hexdigest(), "seconds": time.monotonic() - t0}))
 
 
@@ -59,6 +60,7 @@ if __name__ == "__main__":
     if cmd == "serve":
         serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "fetch":
-        fetch(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 30.0)
+        fetch(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 30.0,
+              hashing=sys.argv[5:6] != ["nohash"])
     else:
         print(hashlib.sha256(data(int(sys.argv[2]), int(sys.argv[3]))).hexdigest())
