@@ -57,6 +57,7 @@ import json
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # classic BPF opcodes (linux/filter.h)
 LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
@@ -224,3 +225,26 @@ def worker_rules(num: int, n: int, topo: Topology, tag: list[str],
     post: list[Rule] = [("mangle", "POSTROUTING", ["-m", "mark", "--mark", f"{post_mark(k):#x}/{OWN_MASK:#x}",
                                                    *tag, *queue(num + k)]) for k in range(n)]
     return pre + out + post
+
+
+def worker_steering(num: int, n: int, topo: Topology, fail_open: bool, ipv6: str,
+                    generation: int = 0, owner: int | None = None) -> Any:
+    """pyfw.daemon.steering's KernelRules for n workers on `topo`.  Each
+    generation (a new topology while running) carries its own comment, so
+    the new rules go in front of the old and the old are deleted by theirs."""
+    from pyfw.daemon.steering import KernelRule, KernelRules, Steering
+
+    @dataclass(frozen=True)
+    class GenerationSteering(Steering):
+        generation: int = 0
+
+        @property
+        def comment(self) -> str:
+            base = super().comment
+            return f"{base} gen {self.generation}" if self.generation else base
+
+    steering = GenerationSteering(num, fail_open=fail_open, ipv6=ipv6, generation=generation,
+                                  **({"owner": owner} if owner is not None else {}))
+    rules = [KernelRule(4, table, chain, tuple(spec))
+             for table, chain, spec in worker_rules(num, n, topo, steering.tag(), steering.queue)]
+    return KernelRules(steering, rules + steering.ipv6_rules())

@@ -448,8 +448,8 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
     """The daemon with args.workers worker processes (args as main parses them)."""
     from pyfw.daemon.control import ControlServer, LiveStore
     from pyfw.daemon.ctworkers import EventRelay, merge
-    from pyfw.daemon.steer import read_topology, worker_rules
-    from pyfw.daemon.steering import KernelRule, KernelRules, Steering, remove_rules, stale_rules
+    from pyfw.daemon.steer import read_topology, worker_steering
+    from pyfw.daemon.steering import remove_rules, stale_rules
 
     n = args.workers
     if args.nfqueue + n - 1 > 65535:
@@ -461,10 +461,8 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         log(f"cannot steer to workers: {exc}")
         return 1
     last = args.nfqueue + n - 1
-    steering = Steering(args.nfqueue, fail_open=args.fail_open, ipv6=args.ipv6)
-    rules = KernelRules(steering, [KernelRule(4, table, chain, tuple(spec)) for table, chain, spec in
-                                   worker_rules(args.nfqueue, n, topo, steering.tag(), steering.queue)]
-                        + steering.ipv6_rules())
+    rules = worker_steering(args.nfqueue, n, topo, args.fail_open, args.ipv6)
+    steering = rules.steering
     opts = {"fail_open": args.fail_open, "queue_len": args.queue_len, "syslog": args.syslog}
     try:
         pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")), opts=opts)
