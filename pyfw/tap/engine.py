@@ -69,6 +69,10 @@ class TapEngine(Engine):
         self._rx: dict[str, Any] | None = None  # annotations for the frame being received
         self.stack_pending = False  # the stack took input: its output is due
         super().__init__(ruleset, host)
+        # the established-flow fast path (pyfw.engine.fastpath) replays a
+        # cached Ethernet header and leaves out _transmit: it would skip
+        # the neighbour cache and the super-frames' checksum fix-up
+        self.fastpath = None
 
     # ------------------------------------------------------------ entry
     def receive_frame(self, frame: bytes, iface: str, now: float, hdr: VnetHdr | None) -> Result:
@@ -99,10 +103,10 @@ class TapEngine(Engine):
             cfg.checksum = saved
             self._rx = None
 
-    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
+    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None, *rest: Any) -> int | None:
         if self._rx is not None:
             pkt.extra = {**(pkt.extra or {}), **self._rx}
-        return super()._prerouting(pkt, res, tr)
+        return super()._prerouting(pkt, res, tr, *rest)
 
     # ------------------------------------------------------------ local delivery
     def _deliver(self, pkt: Packet) -> None:

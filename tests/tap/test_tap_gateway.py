@@ -91,6 +91,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TapLab]:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         p = lab.spawn(lab.wan, PY, str(HERE / "bulk.py"), "serve", "5001", str(SIZE), "1", stdout=subprocess.PIPE)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        p = lab.spawn(lab.wan, PY, str(HERE / "bulk.py"), "sink", "5002", stdout=subprocess.PIPE)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         lab.sock = lab.start(tmp, RULES, *STATUS)  # type: ignore[attr-defined]
         yield lab
     finally:
@@ -207,6 +209,20 @@ def test_download_10mb_intact(lab: TapLab) -> None:
     got = fetch(lab)
     assert got["bytes"] == SIZE
     assert got["sha256"] == expected_sha()
+
+
+def test_upload_10mb_intact(lab: TapLab) -> None:
+    # lan -> wan: the lan host's super-frames are masqueraded on the way out
+    r = sh(PY, str(HERE / "bulk.py"), "push", "203.0.113.2", "5002", str(SIZE), "2", ns=lab.lan, timeout=90)
+    assert json.loads(r.stdout)["sha256"] == sh(PY, str(HERE / "bulk.py"), "expect", str(SIZE), "2").stdout.strip()
+
+
+def test_conntrack_of_the_daemon(lab: TapLab) -> None:
+    assert curl(lab, lab.lan, "http://203.0.113.2/") == (0, "wan 203.0.113.1")
+    code = "import sys; from pyfw.cli.main import main_pyfw; sys.argv = ['pyfw', 'conntrack', '--socket', " \
+           f"{lab.sock!r}, '-L', '-p', 'tcp', '--dport', '80']; main_pyfw()"  # type: ignore[attr-defined]
+    r = sh(PY, "-c", code, ns=lab.gw, check=False, env=dict(os.environ, PYTHONPATH=str(HERE.parents[1])))
+    assert "src=10.77.1.2 dst=203.0.113.2" in r.stdout and "dst=203.0.113.1" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_arp_storm_and_syn_flood_keep_it_forwarding(lab: TapLab) -> None:
