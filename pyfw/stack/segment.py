@@ -12,7 +12,15 @@ from __future__ import annotations
 import struct
 
 from pyfw.wire.checksum import Buffer, checksum, l4_checksum
-from pyfw.wire.tcp import TCPOLEN_MSS, TCPOLEN_WINDOW, TCPOPT_MSS, TCPOPT_NOP, TCPOPT_WINDOW
+from pyfw.wire.tcp import (
+    TCPOLEN_MSS,
+    TCPOLEN_SACK_PERM,
+    TCPOLEN_WINDOW,
+    TCPOPT_MSS,
+    TCPOPT_NOP,
+    TCPOPT_SACK_PERM,
+    TCPOPT_WINDOW,
+)
 
 _IPTCP = struct.Struct("!BBHHHBBHIIHHIIBBHHH")
 _H = struct.Struct("!H")
@@ -42,11 +50,13 @@ def build(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags:
     return bytes(pkt)
 
 
-def syn_options(mss: int, wscale: int | None) -> bytes:
-    """MSS, then NOP + window scale when offered: the options of our SYN
-    and SYN-ACK (no SACK-permitted, no timestamps: both are optional and
-    declined, RFC 9293 3.7.1 / RFC 7323)."""
+def syn_options(mss: int, wscale: int | None, sack: bool = False) -> bytes:
+    """MSS, NOP NOP SACK-permitted when offered, NOP + window scale when
+    offered: the options of our SYN and SYN-ACK (no timestamps: optional
+    and declined, RFC 7323)."""
     opts = bytes((TCPOPT_MSS, TCPOLEN_MSS, mss >> 8 & 0xFF, mss & 0xFF))
+    if sack:
+        opts += bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM))
     if wscale is not None:
         opts += bytes((TCPOPT_NOP, TCPOPT_WINDOW, TCPOLEN_WINDOW, wscale))
     return opts

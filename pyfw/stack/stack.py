@@ -94,7 +94,7 @@ class Stack:
 
     def __init__(self, cc: str = "cubic", mtu: int = 1500, rcvbuf: int = DEFAULT_RCVBUF,
                  secret: bytes | None = None, mtu_for: Callable[[int], int] | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, sack: bool = True) -> None:
         from pyfw.stack import cc as ccmod
         ccmod.make(cc)   # validate the name now
         self.cc = cc
@@ -102,6 +102,7 @@ class Stack:
         self.mtu_for = mtu_for
         self.rcvbuf = rcvbuf
         self.max_connections = max_connections
+        self.sack = sack
         self._isn = IsnGenerator(secret)
         self._conns: dict[tuple[int, int, int, int], Connection] = {}
         self._listeners: dict[tuple[int, int], Listener] = {}
@@ -323,7 +324,7 @@ class Stack:
             return
         key = (dst, dport, src, sport)
         conn = self._conns.get(key)
-        opts = parse_options(seg[20:doff]) if flags & SYN else None
+        opts = parse_options(seg[20:doff]) if doff > 20 or flags & SYN else None
         payload = seg[doff:]
         if conn is not None:
             if conn.state == TIME_WAIT and flags & (SYN | ACKF | RST) == SYN:
@@ -383,7 +384,7 @@ class Stack:
     def _new_conn(self, key: tuple[int, int, int, int], iss: int) -> Connection:
         laddr, lport, raddr, rport = key
         mtu = self._mtu(raddr)
-        return Connection(self, laddr, lport, raddr, rport, iss, mtu - 40, self.rcvbuf, self.cc)
+        return Connection(self, laddr, lport, raddr, rport, iss, mtu - 40, self.rcvbuf, self.cc, self.sack)
 
     def _mtu(self, dst: int) -> int:
         if self.mtu_for is not None:

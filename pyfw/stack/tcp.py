@@ -18,8 +18,10 @@ Choices (where the RFCs leave room), mostly Linux's:
   exactly RCV.NXT resets, one elsewhere in the window and any SYN get a
   challenge ACK; ACKs outside [SND.UNA - MAX.SND.WND, SND.MAX] are dropped.
 - Retransmission: RFC 6298 timer (rtt.py), RTO expiry goes back to SND.UNA
-  in slow start; three duplicate ACKs start NewReno fast recovery (RFC
-  6582).  SACK is declined, so is the timestamp option.
+  in slow start (skipping what the peer SACKs afterwards).  With SACK
+  (RFC 2018, offered and accepted unless the stack turns it off) loss
+  recovery is RFC 6675's (sack.py); without it three duplicate ACKs start
+  NewReno fast recovery (RFC 6582).  The timestamp option is declined.
 - Delayed ACKs: every second segment is acknowledged at once, a lone one
   after 40 ms (Linux's minimum delayed-ACK time); out-of-order data, a
   filled hole and a FIN are acknowledged immediately.
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pyfw.stack import cc as ccmod
 from pyfw.stack.rtt import MAX_RTO, MIN_RTO, RttEstimator
+from pyfw.stack.sack import Scoreboard, sack_option
 from pyfw.stack.segment import build, syn_options
 from pyfw.wire.tcp import ACKF, FIN, PSH, RST, SYN, TcpOptions
 
@@ -103,7 +106,7 @@ class Connection:
     """A TCP control block with its buffers, timers and application."""
 
     def __init__(self, stack: Stack, laddr: int, lport: int, raddr: int, rport: int, iss: int,
-                 mss_local: int, rcvbuf: int, cc: str) -> None:
+                 mss_local: int, rcvbuf: int, cc: str, sack: bool = True) -> None:
         self.stack = stack
         self.laddr = laddr
         self.lport = lport
@@ -150,6 +153,12 @@ class Connection:
         self.dupacks = 0
         self.in_recovery = False
         self.recover = iss
+        # SACK (RFC 2018 / 6675)
+        self.sack_enabled = sack
+        self.sack_ok = False
+        self.scoreboard = Scoreboard()
+        self.high_rxt = iss
+        self.last_ooo = 0
         # timers (absolute deadlines, None = off)
         self.rtt = RttEstimator()
         self.rtt_seq: int | None = None
@@ -283,6 +292,7 @@ class Connection:
         # A SYN's window is never scaled (RFC 7323 2.2).
         self.snd_wnd = window
         self.max_snd_wnd = window
+        self.sack_ok = self.sack_enabled and opts.sack_perm
         self.cc.initial_window(self)
 
     @staticmethod
@@ -373,7 +383,8 @@ class Connection:
                 return
             self._established_from_syn_rcvd(ack, win, seq, now)
             st = self.state
-        if not self._process_ack(ack, win, seq, plen, flags, now):
+        blocks = opts.sack if opts is not None and self.sack_ok and opts.sack else None
+        if not self._process_ack(ack, win, seq, plen, flags, now, blocks):
             return
         st = self.state
         if st == CLOSED:
@@ -476,7 +487,8 @@ class Connection:
         if self.passive:
             self.stack._accept(self)
 
-    def _process_ack(self, ack: int, win: int, seq: int, plen: int, flags: int, now: float) -> bool:
+    def _process_ack(self, ack: int, win: int, seq: int, plen: int, flags: int, now: float,
+                     blocks: list[tuple[int, int]] | None = None) -> bool:
         """RFC 9293 3.10.7.4 fifth (the ACK field) with RFC 5961 5.2's
         bounds; False when the segment is to be dropped."""
         snd_una = self.snd_una
@@ -503,10 +515,40 @@ class Connection:
         self.retries = 0 if ack > snd_una else self.retries
         if ack > snd_una:
             self._new_ack(ack, now)
+        new_sack = False
+        if blocks:
+            una = self.snd_una
+            smax = self.snd_max
+            for left32, right32 in blocks:
+                left = unwrap(left32, una)
+                right = unwrap(right32, una)
+                if una <= left < right <= smax and self.scoreboard.add(left, right):
+                    new_sack = True
+        if self.sack_ok:
+            # RFC 6675's duplicate ACK: it must bring new SACK information
+            if ack == snd_una and new_sack and plen == 0 and not flags & (FIN | SYN) and self.snd_max > snd_una:
+                self.dupacks += 1
+            if self.in_recovery:
+                self.stack._mark(self)
+            elif self.snd_una >= self.recover and (
+                    self.dupacks >= 3 or (self.scoreboard and self.scoreboard.is_lost(self.snd_una, self.mss))):
+                self._enter_sack_recovery(now)
         elif (ack == snd_una and plen == 0 and not flags & (FIN | SYN) and not window_changed
               and self.snd_max > snd_una):
             self._dupack(now)
         return True
+
+    def _enter_sack_recovery(self, now: float) -> None:
+        """RFC 6675 5 (4): ssthresh as the controller says, cwnd = ssthresh,
+        then as much as the pipe allows, holes first."""
+        self.cc.on_congestion(self, now)
+        self.recover = self.snd_max
+        self.cwnd = self.ssthresh
+        self.in_recovery = True
+        self.high_rxt = self.snd_una
+        self.rtt_seq = None
+        self.stack.counters["FastRetrans"] += 1
+        self.stack._mark(self)
 
     def _new_ack(self, ack: int, now: float) -> None:
         snd_una = self.snd_una
@@ -519,11 +561,17 @@ class Connection:
             self.rtt.sample(now - self.rtt_time)
             self.rtt_seq = None
         self.bytes_sent += acked
+        if self.scoreboard:
+            self.scoreboard.prune(ack)
         if self.in_recovery:
+            if self.high_rxt < ack:
+                self.high_rxt = ack
             if ack >= self.recover:
                 # full ACK (RFC 6582 3.2 step 3): deflate to ssthresh
                 self.in_recovery = False
                 self.cwnd = min(self.ssthresh, max(self.snd_max - ack, self.mss) + self.mss)
+            elif self.sack_ok:
+                self.rto_at = now + self.rtt.rto    # the pipe decides what goes next
             else:
                 # partial ACK: retransmit the next hole, deflate by what was acked
                 self.retx_head = True
@@ -594,6 +642,7 @@ class Connection:
             # when several arrive before the next output(): the sender's
             # fast retransmit counts them
             self._queue_ooo(seq, bytes(payload))
+            self.last_ooo = seq
             self.dupacks_owed += 1
 
     def _queue_ooo(self, seq: int, data: bytes) -> None:
@@ -798,6 +847,9 @@ class Connection:
         self.in_recovery = False
         self.dupacks = 0
         self.snd_nxt = self.snd_una
+        self.high_rxt = self.snd_una
+        # RFC 2018 8: the receiver may have reneged; forget what it SACKed
+        self.scoreboard.clear()
         self.retx_head = True      # the head goes out even into a shut window
         self.stack.counters["Timeouts"] += 1
 
@@ -847,12 +899,16 @@ class Connection:
             return
         sent = False
         win = -1
+        if self.in_recovery and self.sack_ok and st in _SENDING:
+            win = self._rcv_window_field()
+            sent = self._sack_send(now, out, win)
+            self.retx_head = False
         if self.retx_head and st in _SENDING:
             win = self._rcv_window_field()
             self._retransmit_head(now, out, win)
             sent = True
         self.retx_head = False
-        if st in _SENDING:
+        if st in _SENDING and not (self.in_recovery and self.sack_ok):
             if win < 0:
                 win = self._rcv_window_field()
             if self._send_data(now, out, win):
@@ -871,9 +927,10 @@ class Connection:
             self.dupacks_owed = 0
             if win < 0:
                 win = self._rcv_window_field()
+            opts = sack_option(self.ooo, self.last_ooo) if self.sack_ok and self.ooo else b""
             for _ in range(owed):
                 out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.snd_nxt, self.rcv_nxt, ACKF,
-                                 win, self._next_ident()))
+                                 win, self._next_ident(), b"", opts))
             self.stack.counters["OutSegs"] += owed
             sent = True
         if sent:
@@ -883,8 +940,9 @@ class Connection:
         elif self.ack_now:
             if win < 0:
                 win = self._rcv_window_field()
+            opts = sack_option(self.ooo, self.last_ooo) if self.sack_ok and self.ooo else b""
             out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.snd_nxt, self.rcv_nxt, ACKF, win,
-                             self._next_ident()))
+                             self._next_ident(), b"", opts))
             self.stack.counters["OutSegs"] += 1
             self.ack_now = False
             self.unacked = 0
@@ -895,12 +953,12 @@ class Connection:
         if self.state == SYN_SENT:
             flags = SYN
             ack = 0
-            opts = syn_options(self.mss_local, self.rcv_wscale)
+            opts = syn_options(self.mss_local, self.rcv_wscale, self.sack_enabled)
             win = min(self.rcvbuf, 65535)
         else:
             flags = SYN | ACKF
             ack = self.rcv_nxt
-            opts = syn_options(self.mss_local, self.rcv_wscale if self.wscale_ok else None)
+            opts = syn_options(self.mss_local, self.rcv_wscale if self.wscale_ok else None, self.sack_ok)
             win = min(self.rcvbuf, 65535)
             self.rcv_adv = self.rcv_nxt + win
         out.append(build(self.laddr, self.raddr, self.lport, self.rport, self.iss, ack, flags, win, 0, b"", opts))
@@ -938,6 +996,54 @@ class Connection:
         if self.rto_at is None:
             self.rto_at = now + self.rtt.rto
 
+    def _sack_send(self, now: float, out: list[bytes], win: int) -> bool:
+        """RFC 6675 5 (4)-(5) during SACK recovery: while cwnd - pipe >= 1
+        SMSS, resend the next lost hole, else send new data."""
+        sb = self.scoreboard
+        mss = self.mss
+        data_end = self.buf_seq + len(self.sndbuf)
+        counters = self.stack.counters
+        sent = 0
+        while sent < 256:
+            una = self.snd_una
+            if self.cwnd - sb.pipe(una, self.snd_max, self.high_rxt, mss) < mss:
+                break
+            hole = sb.next_lost(una, self.high_rxt, mss)
+            if hole is None and self.high_rxt <= una < self.snd_max:
+                hole = (una, min(una + mss, self.snd_max))   # entered on dupacks alone: the head
+            if hole is not None:
+                start, end = hole
+                n = max(0, min(end, data_end) - start)
+                fin = self.fin_queued and start + n == data_end and end > data_end
+                out.append(self._segment(start, n, fin, win))
+                self.high_rxt = end
+                self.retransmits += 1
+                counters["RetransSegs"] += 1
+                sent += 1
+                continue
+            nxt = self.snd_nxt
+            if nxt < data_end:
+                n = min(mss, data_end - nxt, una + self.snd_wnd - nxt)
+                if n <= 0:
+                    break
+                fin = self.fin_queued and nxt + n == data_end
+            elif self.fin_queued and nxt == data_end:
+                n = 0
+                fin = True
+            else:
+                break
+            out.append(self._segment(nxt, n, fin, win))
+            self.snd_nxt = nxt + n + fin
+            if self.snd_nxt > self.snd_max:
+                self.snd_max = self.snd_nxt
+            counters["OutSegs"] += 1
+            sent += 1
+        if sent:
+            self.last_tx = now
+            if self.rto_at is None:
+                self.rto_at = now + self.rtt.rto
+        return sent > 0
+
     def _send_data(self, now: float, out: list[bytes], win: int) -> bool:
         """New data (or go-back-N after an RTO) as window and cwnd allow;
         arms the retransmission or persist timer.  True when it sent."""
@@ -959,11 +1065,20 @@ class Connection:
         sent = 0
         retrans_before = self.retransmits
         counters = self.stack.counters
+        scoreboard = self.scoreboard if self.sack_ok else None
         while True:
+            if scoreboard and nxt < snd_max:
+                # a go-back after an RTO skips what the peer SACKed since
+                nxt, sacked_from = scoreboard.skip(nxt)
+                limit = snd_max if sacked_from is None else sacked_from
+            else:
+                limit = data_end
             if nxt < data_end:
                 n = data_end - nxt
                 if n > mss:
                     n = mss
+                if nxt + n > limit:
+                    n = limit - nxt
                 room = wnd_end - nxt
                 if room < n:
                     # window-limited (sender SWS avoidance, RFC 9293 3.8.6.2.1):

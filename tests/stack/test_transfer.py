@@ -31,10 +31,12 @@ def test_10mb_download_intact(cc: str, faults: Faults) -> None:
     assert a.counters["AppErrors"] == b.counters["AppErrors"] == 0
     if faults.loss:
         assert b.counters["RetransSegs"] > 0
-    # both ends are gone or in TIME_WAIT: the server closed first
+    # both ends are gone or in TIME_WAIT: the server closed first (a
+    # duplicated FIN may draw an RST from the client that ends it early)
     sim.advance(1.0)
     assert not a.connections()
-    assert [c.state for c in b.connections()] == ["TIME_WAIT"]
+    states = [c.state for c in b.connections()]
+    assert states == ["TIME_WAIT"] or (faults.dup and states == [])
     sim.advance(61.0)
     assert not b.connections()
 
