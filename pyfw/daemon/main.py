@@ -207,15 +207,23 @@ def main(argv: list[str]) -> int:
         _log(f"started: queue {args.nfqueue}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
              f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
              + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
-        waitables: list[Any] = [adapter, server]
+        watch = _watch(overrides)
+        waitables: list[Any] = [adapter, server, *([watch] if watch else [])]
         while not stopping:
             try:
-                ready, _, _ = select.select(waitables, [], [], 1.0)
+                wait = watch.timeout(time.monotonic(), 1.0) if watch else 1.0
+                ready, _, _ = select.select(waitables, [], [], wait)
             except InterruptedError:
                 continue
             if reload:
                 reload = False
                 _reload(args.ruleset, live)
+            if watch is not None:
+                if watch in ready:
+                    watch.readable()
+                new_host = _new_host(watch)
+                if new_host is not None:
+                    engine.set_host(new_host)
             if adapter in ready:
                 adapter.run_ready()
             if server in ready:
@@ -234,6 +242,30 @@ def main(argv: list[str]) -> int:
                 adapter.close()
         _sink = None
         sink.close()
+
+
+def _watch(overrides: dict[str, int]) -> Any:
+    """The netlink watch keeping the host current (None if it cannot be had)."""
+    from pyfw.daemon.hostinfo import read_host
+    from pyfw.daemon.hostwatch import HostWatch
+
+    try:
+        return HostWatch(lambda: read_host(overrides))
+    except OSError as exc:
+        _log(f"no netlink events, the host is read only at start: {exc}", error=True)
+        return None
+
+
+def _new_host(watch: Any) -> Any:
+    """The host read again once its events settled (None: not now, or it failed)."""
+    try:
+        host = watch.poll()
+    except Exception as exc:
+        _log(f"cannot read the host again after a change, keeping the old view: {exc}", error=True)
+        return None
+    if host is not None:
+        _log("host changed: interfaces, addresses and routes read again")
+    return host
 
 
 def _counts(adapter: Any, engine: Any, rules: KernelRules, sink: LogSink) -> str:

@@ -49,6 +49,13 @@ class LiveEngine(Engine):
         setattr(self.env, "nflog", self._nflog)  # noqa: B010
         super().load(ruleset)
 
+    def set_host(self, host: Any) -> None:
+        """The host changed (pyfw.daemon.hostwatch): routing, addresses and
+        MASQUERADE's choice follow it; connections stay."""
+        self.host = host
+        self.nat.host = host
+        self.load(self.ruleset)  # compiled against the new host, its caches emptied
+
     def _nflog(self, group: int, prefix: str, pkt: Packet) -> None:
         from pyfw.engine.logtext import format_packet
 
@@ -109,6 +116,7 @@ class Adapter:
         self.post_mark = POST_MARK  # a worker's own (pyfw.daemon.steer.post_mark)
         self.sink: Any = None  # a LogSink for LOG/NFLOG lines (None: they are dropped)
         self._names: dict[int, str] = {}
+        self._host_seen = engine.host  # the caches below belong to this host
         self._heads: dict[tuple[str, bytes | None], bytes] = {}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, OWN_MARK)
@@ -172,6 +180,10 @@ class Adapter:
         eng.delivered = None
         eng.own_frames = 0
         eng.mark = None
+        if eng.host is not self._host_seen:
+            self._host_seen = eng.host
+            self._names.clear()
+            self._heads.clear()
         if qp.hook == NF_IP_POST_ROUTING:
             entry = self.pending.pop(_post_key(data), None)
             if entry is None:

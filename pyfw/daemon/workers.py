@@ -545,10 +545,15 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
             f"socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
             f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
             + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
+        from pyfw.daemon.main import _new_host, _watch
+
+        overrides = {} if args.conntrack_max is None else {"net.netfilter.nf_conntrack_max": args.conntrack_max}
+        watch = _watch(overrides)
         while not stopping:
             try:
-                waitables: list[Any] = [server, *pool.conns, *relay.waitables()]
-                ready, _, _ = select.select(waitables, [], [], 1.0)
+                waitables: list[Any] = [server, *pool.conns, *relay.waitables(), *([watch] if watch else [])]
+                wait = watch.timeout(time.monotonic(), 1.0) if watch else 1.0
+                ready, _, _ = select.select(waitables, [], [], wait)
             except InterruptedError:
                 continue
             try:
@@ -559,6 +564,13 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
                 if server in ready:
                     server.handle_one()
                 relay.ready(ready)
+                if watch is not None:
+                    if watch in ready:
+                        watch.readable()
+                    new_host = _new_host(watch)
+                    if new_host is not None:
+                        pool.host = new_host  # for a respawned worker too
+                        pool.call("pyfw.daemon.workers:set_host", new_host)
             except WorkerDied as exc:
                 log(str(exc))
             if not respawn_dead():
