@@ -25,6 +25,7 @@ from typing import Any
 
 from pyfw.cli.main import DEFAULT_SOCKET
 from pyfw.daemon.logsink import DEV_LOG, LogSink
+from pyfw.daemon.notify import notify
 from pyfw.daemon.steering import KernelRules, Steering, owner_alive, remove_rules, stale_rules
 
 _sink: LogSink | None = None
@@ -65,6 +66,14 @@ def _load_ruleset(path: str | None) -> Any:
 def _reload(path: str | None, live: Any) -> None:
     """SIGHUP: FILE replaces the live tables as pyfw-restore would (the
     connection table stays); a file that does not load changes nothing."""
+    notify("RELOADING=1")
+    try:
+        _reload_file(path, live)
+    finally:
+        notify("READY=1")
+
+
+def _reload_file(path: str | None, live: Any) -> None:
     if path is None:
         _log("reload: no ruleset file to reload")
         return
@@ -207,6 +216,7 @@ def main(argv: list[str]) -> int:
         _log(f"started: queue {args.nfqueue}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
              f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
              + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
+        notify("READY=1")
         watch = _watch(overrides)
         waitables: list[Any] = [adapter, server, *([watch] if watch else [])]
         while not stopping:
@@ -228,6 +238,7 @@ def main(argv: list[str]) -> int:
                 adapter.run_ready()
             if server in ready:
                 server.handle_one()
+        notify("STOPPING=1")
         _log(f"stopped ({_counts(adapter, engine, rules, sink)})")
         return 0
     except Exception as exc:

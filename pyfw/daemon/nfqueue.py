@@ -53,7 +53,7 @@ class LiveEngine(Engine):
         """The host changed (pyfw.daemon.hostwatch): routing, addresses and
         MASQUERADE's choice follow it; connections stay."""
         self.host = host
-        self.nat.host = host
+        self.nat.set_host(host)
         self.load(self.ruleset)  # compiled against the new host, its caches emptied
 
     def _nflog(self, group: int, prefix: str, pkt: Packet) -> None:

@@ -546,7 +546,9 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
             f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
             + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         from pyfw.daemon.main import _new_host, _watch
+        from pyfw.daemon.notify import notify
 
+        notify("READY=1")
         overrides = {} if args.conntrack_max is None else {"net.netfilter.nf_conntrack_max": args.conntrack_max}
         watch = _watch(overrides)
         while not stopping:

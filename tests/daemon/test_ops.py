@@ -55,13 +55,14 @@ print(n)
 
 
 class Daemon:
-    def __init__(self, lab: Lab, tmp: Path, *args: str, rules: str | None = None, name: str = "d") -> None:
+    def __init__(self, lab: Lab, tmp: Path, *args: str, rules: str | None = None, name: str = "d",
+                 env: dict[str, str] | None = None) -> None:
         self.lab = lab
         self.sock = str(tmp / f"{name}.sock")
         self.errfile = tmp / f"{name}.stderr"
         rules_file = tmp / f"{name}.rules"
         rules_file.write_text(rules if rules is not None else RULES.format(lan=lab.gl, wan=lab.gwn))
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         with open(self.errfile, "w") as err:
             self.proc = lab.spawn(lab.gw, PY, "-m", "pyfw.daemon", "--nfqueue", "7", "--ruleset", str(rules_file),
                                   "--socket", self.sock, "--syslog", "none", *args,
@@ -211,14 +212,21 @@ def test_log_lines_on_stderr_and_syslog(lab: Lab, tmp_path: Path) -> None:
     syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     syslog.bind(syslog_path)
     syslog.settimeout(5)
+    notify_path = str(tmp_path / "notify")  # systemd's NOTIFY_SOCKET (Type=notify)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(2)
     try:
-        d = Daemon(lab, tmp_path, "--syslog", syslog_path)
+        d = Daemon(lab, tmp_path, "--syslog", syslog_path, env={"NOTIFY_SOCKET": notify_path})
+        assert notify.recv(100) == b"READY=1"
         assert client(lab, lab.lan, "udp", "203.0.113.2", 5353) == {"ok": "wan 203.0.113.1"}
         d.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
         while "reloaded" not in d.log and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert [notify.recv(100), notify.recv(100)] == [b"RELOADING=1", b"READY=1"]
         assert d.stop() == 0
+        assert notify.recv(100) == b"STOPPING=1"
         got = []
         syslog.settimeout(0.5)
         try:
@@ -228,6 +236,7 @@ def test_log_lines_on_stderr_and_syslog(lab: Lab, tmp_path: Path) -> None:
             pass
     finally:
         syslog.close()
+        notify.close()
     log = d.log
     # the kernel's LOG line (nf_log_ip_packet's text), with dmesg's time stamp in front
     mac = sh("cat", f"/sys/class/net/{lab.gl}/address", ns=lab.gw).stdout.strip()

@@ -168,6 +168,13 @@ class Nat:
         self._masq_addr: dict[tuple[str, int], int] = {}
         self._masq_ranges: dict[tuple[int, int], tuple[NatRange, NatRange]] = {}
 
+    def set_host(self, host: Any) -> None:
+        """A changed host (the live daemon follows the kernel's): what was
+        derived from the old one goes; bindings stay on their connections."""
+        self.host = host
+        self._masq_addr.clear()
+        self._masq_ranges.clear()
+
     # ------------------------------------------------------------ the hook
     def hook(self, pkt: Packet, hook: str, run_nat_table: Callable[[Packet], int] | None) -> int:
         """nf_nat_ipv4_fn for one hook: bind a new connection (the nat
