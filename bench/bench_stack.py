@@ -1,5 +1,6 @@
 """pyfw.stack speed: the status server's own TCP serving a 10 MB body
 (1) to curl over a TAP device (Linux's TCP at the other end; needs root),
+and the same size uploaded by curl (POST /upload: our receive path),
 (2) in memory between two stacks (simulated link, so the figure is the
 stacks' CPU cost: wall time of the run).  Medians of several runs.
 
@@ -47,6 +48,33 @@ def tap_runs(cc: str, n: int, runs: int) -> list[float]:
     return rates
 
 
+def tap_upload_runs(cc: str, n: int, runs: int) -> list[float]:
+    from tap_link import STACK_ADDR, TapLink
+    stack = Stack(cc=cc)
+    stack.listen(STACK_ADDR, 80, status_app(lambda: {}))
+    want = hashlib.sha256(pattern_bytes(n)).hexdigest()
+    url = f"http://{format_addr(STACK_ADDR)}/upload"
+    rates = []
+    with TapLink(stack) as link:
+        body = f"/tmp/pyfw-bench-stack-{os.getpid()}"
+        with open(body, "wb") as f:
+            f.write(pattern_bytes(n))
+        try:
+            for _ in range(runs):
+                cmd = f"curl -sS --max-time 120 --data-binary @{body} -w '%{{stderr}}%{{speed_upload}}' '{url}'"
+                proc = link.popen(["sh", "-c", cmd])
+                if not link.pump(lambda p=proc: p.poll() is not None, timeout=130):  # type: ignore[misc]
+                    proc.kill()
+                    raise SystemExit("curl did not finish")
+                out, err = proc.communicate()
+                if want not in out.decode():
+                    raise SystemExit(f"upload mismatch: {out!r} {err!r}")
+                rates.append(float(err.decode().strip().splitlines()[-1]) * 8 / 1e6)
+        finally:
+            os.unlink(body)
+    return rates
+
+
 def memory_runs(cc: str, n: int, runs: int) -> list[float]:
     from stack_sim import A_ADDR, B_ADDR, HttpGet, http_pair
     rates = []
@@ -75,6 +103,9 @@ def main() -> None:
             r = tap_runs(cc, args.bytes, args.runs)
             runs = ", ".join(f"{x:.0f}" for x in r)
             print(f"tap    {cc:5s}: median {statistics.median(r):7.1f} Mbit/s  (runs: {runs})  target >= 50")
+            r = tap_upload_runs(cc, args.bytes, args.runs)
+            runs = ", ".join(f"{x:.0f}" for x in r)
+            print(f"upload {cc:5s}: median {statistics.median(r):7.1f} Mbit/s  (runs: {runs})  (Linux sends)")
         else:
             print("tap: skipped (needs root)")
         r = memory_runs(cc, args.bytes, args.runs)

@@ -149,11 +149,19 @@ class HttpServer:
         if not keep:
             extra = {"Connection": "close"}
         url = urlsplit(target)
+        expect = headers.get("expect", "").lower() == "100-continue" and length > 0
         if method == "POST" and url.path == "/upload":
+            if expect:
+                # RFC 9110 10.1.1: the client waits for this before the body
+                conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.upload = hashlib.sha256()
             self.upload_len = length
             self.upload_extra = extra
             return
+        if expect:
+            # a final answer before a body that may never come: close after it
+            self.close_after = True
+            extra = {"Connection": "close"}
         if method not in ("GET", "HEAD"):
             self._respond(conn, 405, b"method not allowed\n", "text/plain", {**extra, "Allow": "GET, HEAD"}, False)
             return

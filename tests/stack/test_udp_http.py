@@ -103,3 +103,22 @@ def test_http_bytes_lengths(n: int) -> None:
     sim.run(lambda: app.closed, limit=60)
     assert app.length == n and app.body == n
     assert app.hash.hexdigest() == hashlib.sha256(pattern_bytes(n)).hexdigest()
+
+
+def test_http_upload_and_expect_100_continue() -> None:
+    sim, a, b = http_pair()
+    body = bytes(range(256)) * 4000
+    col = Collector()
+    conn = a.connect(A_ADDR, 1006, B_ADDR, 80, col, now=0.0)
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body))
+    sim.run(lambda: b"100 Continue" in col.data, limit=5)
+    assert bytes(col.data) == b"HTTP/1.1 100 Continue\r\n\r\n"   # nothing final before the body
+    conn.send(body)
+    sim.run(lambda: col.closed, limit=10)
+    final = bytes(col.data).split(b"\r\n\r\n", 1)[1]
+    assert final.startswith(b"HTTP/1.1 200 OK")
+    assert json.loads(final.split(b"\r\n\r\n", 1)[1]) == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    # Expect on anything else: the final answer at once, then a close
+    col, _ = _get(sim, a, b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99\r\n\r\n", 1007)
+    assert col.data.startswith(b"HTTP/1.1 405") and b"Connection: close" in col.data and col.closed
