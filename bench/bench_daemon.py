@@ -47,13 +47,24 @@ LAN_IP, WAN_IP, GW_WAN_IP = "192.168.1.5", "203.0.113.1", "203.0.113.2"
 UDP_PORT, BULK_PORT, CONN_PORT, FLOW_PORT0 = 9, 5001, 5002, 10000
 QUEUE = 0
 
-BARE_LOOP = r"""
+# Python NFQUEUE loops that only accept: the NetfilterQueue binding, and pyfw's own netlink reader
+BARE_LOOPS = {
+    "bare": """
 from netfilterqueue import NetfilterQueue
 q = NetfilterQueue()
 q.bind(0, lambda p: p.accept(), max_len=8192)
 print("ready", flush=True)
 q.run()
-"""
+""",
+    "bare-nfqnl": """
+from pyfw.daemon.nfqnl import NfQueue
+q = NfQueue()
+q.bind(0, lambda p: p.accept(), max_len=8192, sock_len=8 << 20)
+print("ready", flush=True)
+while True:
+    q.run()
+""",
+}
 
 
 def sh(*cmd: str, ns: str | None = None, check: bool = True, **kw: object) -> str:
@@ -137,9 +148,10 @@ def kernel_mode(lab: Lab) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def bare_mode(lab: Lab) -> Iterator[int]:
+def bare_mode(lab: Lab, loop: str = "bare") -> Iterator[int]:
     with kernel_mode(lab):
-        p = lab.spawn(lab.gw, PY, "-c", BARE_LOOP, stdout=subprocess.PIPE)
+        p = lab.spawn(lab.gw, PY, "-c", BARE_LOOPS[loop], stdout=subprocess.PIPE,
+                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         rule = ["PREROUTING", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", str(QUEUE)]
         sh("iptables-legacy", "-t", "raw", "-I", *rule, ns=lab.gw)
@@ -152,9 +164,11 @@ def bare_mode(lab: Lab) -> Iterator[int]:
 
 
 class Daemon:
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, binding: str | None = None) -> None:
         self.sock = str(lab.work / "pyfw.sock")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        if binding:
+            env["PYFW_NFQUEUE_BINDING"] = binding
         self.log = open(lab.work / "daemon.log", "a")  # noqa: SIM115
         prof = os.environ.get("BENCH_DAEMON_PROFILE")  # a file for cProfile's output
         wrap = ["-m", "cProfile", "-o", prof] if prof else []
@@ -189,15 +203,17 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def pyfw_mode(lab: Lab) -> Iterator[int]:
-    d = Daemon(lab)
+def pyfw_mode(lab: Lab, binding: str | None = None) -> Iterator[int]:
+    d = Daemon(lab, binding)
     try:
         yield d.p.pid
     finally:
         d.stop()
 
 
-MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode}
+MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode,
+         "bare-nfqnl": lambda lab: bare_mode(lab, "bare-nfqnl"),
+         "pyfw-binding": lambda lab: pyfw_mode(lab, "netfilterqueue")}
 
 
 # --- the measurements ---------------------------------------------------------
@@ -268,7 +284,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--only", choices=["udp", "bulk", "conns", "memory"], action="append")
-    ap.add_argument("--modes", default="kernel,pyfw,bare")
+    ap.add_argument("--modes", default="kernel,pyfw,bare,bare-nfqnl")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_daemon: needs root (network namespaces, iptables, NFQUEUE)", file=sys.stderr)
@@ -286,7 +302,7 @@ def main() -> int:
                 for mode in modes:
                     with MODES[mode](lab) as pid:
                         for test in tests:
-                            if test == "memory" or (mode == "bare" and test != "udp"):
+                            if test == "memory" or (mode.startswith("bare") and test != "udp"):
                                 continue
                             fn = {"udp": udp_stream, "bulk": bulk_tcp, "conns": short_conns}[test]
                             for k, v in fn(lab, args.seconds, pid).items():

@@ -12,6 +12,7 @@ our own OUTPUT rule does not queue them again.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -105,8 +106,6 @@ class Adapter:
 
     def __init__(self, num: int, engine: LiveEngine, fail_open: bool = False,
                  queue_len: int = QUEUE_LEN, rcvbuf: int = RCVBUF) -> None:
-        from netfilterqueue import NetfilterQueue
-
         from pyfw.daemon.queueconf import configure
 
         self.engine = engine
@@ -120,9 +119,12 @@ class Adapter:
         self._heads: dict[tuple[str, bytes | None], bytes] = {}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, OWN_MARK)
-        self.nfq = NetfilterQueue()
+        if os.environ.get("PYFW_NFQUEUE_BINDING") == "netfilterqueue":  # the C binding, to compare
+            from netfilterqueue import NetfilterQueue as NfQueue
+        else:
+            from pyfw.daemon.nfqnl import NfQueue
+        self.nfq = NfQueue()
         self.nfq.bind(num, self._packet, max_len=queue_len)
-        # (run(block=False) already reads every waiting message per wakeup)
         self.problems = configure(self.fileno(), num, fail_open, rcvbuf)
 
     def fileno(self) -> int:

@@ -1,0 +1,359 @@
+"""NFQUEUE over netlink in pure Python: the kernel's nfnetlink_queue
+messages read and written with struct, no libnetfilter_queue.
+
+Why not the NetfilterQueue binding: it makes a Python object per packet,
+copies each payload twice and sends one verdict per system call.  Here a
+wakeup reads every waiting packet into one buffer, hands each to the
+callback as a small slotted object, and sends all their verdicts in one
+`send` (netlink takes several messages in one datagram).  The interface is
+the binding's (`bind`, `run(block=False)`, `get_fd`, `unbind`; packets with
+`get_payload`, `set_payload`, `set_mark`, `accept`, `drop`), so the daemon
+can use either.
+
+Message layouts: include/uapi/linux/netfilter/nfnetlink_queue.h.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_PACKET = NFNL_SUBSYS_QUEUE << 8 | 0
+NFQNL_MSG_VERDICT = NFNL_SUBSYS_QUEUE << 8 | 1
+NFQNL_MSG_CONFIG = NFNL_SUBSYS_QUEUE << 8 | 2
+NFQNL_MSG_VERDICT_BATCH = NFNL_SUBSYS_QUEUE << 8 | 3
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+# attributes of a packet message, and of a verdict
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_MARK = 1, 2, 3
+NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV = 5, 6
+NFQA_PAYLOAD = 10
+# attributes and values of a config message
+NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN, NFQA_CFG_MASK, NFQA_CFG_FLAGS = 1, 2, 3, 4, 5
+NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
+NFQNL_COPY_PACKET = 2
+NFQA_CFG_F_FAIL_OPEN = 0x1
+NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+COPY_RANGE = 0xFFFF           # whole packets (the kernel caps it at its own maximum)
+RECV_BUFFER = 0x10000 + 4096  # one message: a whole packet and its attributes
+RCVBUF = 8 << 20              # the socket's receive buffer: a burst waits there, not dropped
+BATCH = 256                   # packets served per wakeup before their verdicts go out
+FLUSH_BYTES = 96 * 1024       # ... or once this many bytes of verdicts wait (under the socket's sndbuf)
+
+htonl = socket.htonl
+_NLMSG = struct.Struct("=IHHII")
+_ATTR = struct.Struct("=HH")
+_BE32 = struct.Struct("!I")
+_PKT_HDR = struct.Struct("!IHB")
+# nlmsghdr, nfgenmsg (family, version, res_id as stored) and NFQA_VERDICT_HDR, in one
+_VERDICT = struct.Struct("=IHHIIBBHHHII")
+_MARK_ATTR = struct.Struct("=HHI")
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    return _ATTR.pack(4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def config_message(num: int, *, cmd: int | None = None, copy_range: int | None = None,
+                   maxlen: int | None = None, flags: int | None = None, mask: int = 0,
+                   seq: int = 0) -> bytes:
+    """An NFQNL_MSG_CONFIG for queue `num` (an ACK asked for), with the parts given."""
+    attrs = b""
+    if cmd is not None:
+        attrs += _attr(NFQA_CFG_CMD, struct.pack("!BxH", cmd, socket.AF_INET))
+    if copy_range is not None:
+        attrs += _attr(NFQA_CFG_PARAMS, struct.pack("!IB", copy_range, NFQNL_COPY_PACKET))
+    if maxlen is not None:
+        attrs += _attr(NFQA_CFG_QUEUE_MAXLEN, _BE32.pack(maxlen))
+    if flags is not None:
+        attrs += _attr(NFQA_CFG_MASK, _BE32.pack(mask)) + _attr(NFQA_CFG_FLAGS, _BE32.pack(flags))
+    body = struct.pack("!BBH", socket.AF_UNSPEC, 0, num) + attrs
+    return _NLMSG.pack(16 + len(body), NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+class QueuedPacket:
+    """One packet the kernel holds until our verdict (the binding's Packet API)."""
+
+    __slots__ = ("_queue", "id", "hook", "hw_protocol", "indev", "outdev", "mark", "_payload",
+                 "_new_payload", "_new_mark", "done")
+
+    def __init__(self, queue: NfQueue, pid: int, hook: int, hw_protocol: int, indev: int, outdev: int,
+                 mark: int, payload: bytes) -> None:
+        self._queue = queue
+        self.id = pid
+        self.hook = hook
+        self.hw_protocol = hw_protocol
+        self.indev = indev
+        self.outdev = outdev
+        self.mark = mark
+        self._payload = payload
+        self._new_payload: bytes | None = None
+        self._new_mark: int | None = None
+        self.done = False
+
+    def get_payload(self) -> bytes:
+        return self._payload
+
+    def get_payload_len(self) -> int:
+        return len(self._payload)
+
+    def set_payload(self, payload: bytes) -> None:
+        self._new_payload = bytes(payload)
+
+    def get_mark(self) -> int:
+        return self.mark if self._new_mark is None else self._new_mark
+
+    def set_mark(self, mark: int) -> None:
+        self._new_mark = mark
+
+    def accept(self) -> None:
+        self.done = True
+        if self._new_payload is None and self._new_mark is None:
+            self._queue.accept_plain(self.id)
+        else:
+            self._queue.verdict(self.id, NF_ACCEPT, self._new_payload, self._new_mark)
+
+    def drop(self) -> None:
+        self.done = True
+        self._queue.verdict(self.id, NF_DROP, None, self._new_mark)
+
+    def repeat(self) -> None:
+        self.done = True
+        self._queue.verdict(self.id, NF_REPEAT, self._new_payload, self._new_mark)
+
+
+class NfQueue:
+    """A netlink socket bound to one NFQUEUE number."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        self.num: int | None = None
+        self.callback: Callable[[QueuedPacket], Any] | None = None
+        self.stats = {"packets": 0, "enobufs": 0, "errors": 0, "batches": 0}
+        self._buf = bytearray(RECV_BUFFER)
+        self._mv = memoryview(self._buf)
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._plain: list[int] = []  # ids accepted as they came: one batch verdict covers them
+        self.held: set[int] = set()  # ids a callback returned without a verdict on
+        self._res_id = 0  # the queue number in network order, as a native short
+        self._seq = 1
+
+    # --- configuration -----------------------------------------------------
+
+    def _request(self, message: bytes) -> None:
+        """Send a config message and wait for its ACK (packets that come first are dropped:
+        there are none before the bind's ACK, and later requests are rare)."""
+        seq = _NLMSG.unpack_from(message)[3]
+        self.sock.sendto(message, (0, 0))
+        while True:
+            size = self.sock.recv_into(self._buf)
+            off = 0
+            while off + 16 <= size:
+                mlen, mtype, _f, mseq, _p = _NLMSG.unpack_from(self._buf, off)
+                if mtype == NLMSG_ERROR and mseq == seq:
+                    err = -struct.unpack_from("=i", self._buf, off + 16)[0]
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    return
+                if mtype == NFQNL_MSG_PACKET:
+                    self._drop_unread(off, mlen)
+                off += max((mlen + 3) & ~3, 16)
+
+    def _drop_unread(self, off: int, mlen: int) -> None:
+        pkt = self._parse(off, off + mlen)
+        if pkt is not None:
+            self.verdict(pkt[0], NF_DROP, None, None)
+            self.flush()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def bind(self, queue_num: int, user_callback: Callable[[QueuedPacket], Any], max_len: int = 1024,
+             mode: int = NFQNL_COPY_PACKET, range: int = COPY_RANGE, sock_len: int = RCVBUF,  # noqa: A002
+             fail_open: bool = False) -> None:
+        """Take queue `queue_num` (EBUSY if another socket has it) and configure it."""
+        if self.num is not None:
+            raise RuntimeError("a queue is already bound; unbind() first")
+        self._request(config_message(queue_num, cmd=NFQNL_CFG_CMD_BIND, seq=self._next_seq()))
+        self.num = queue_num
+        self.callback = user_callback
+        self._res_id = socket.htons(queue_num)
+        self._request(config_message(queue_num, copy_range=range, maxlen=max_len, seq=self._next_seq()))
+        self.set_fail_open(fail_open)
+        if sock_len:
+            self.set_rcvbuf(sock_len)
+
+    def set_fail_open(self, on: bool) -> None:
+        """Whether the kernel accepts (rather than drops) what a full queue cannot take."""
+        assert self.num is not None
+        self._request(config_message(self.num, flags=NFQA_CFG_F_FAIL_OPEN if on else 0,
+                                     mask=NFQA_CFG_F_FAIL_OPEN, seq=self._next_seq()))
+
+    def set_rcvbuf(self, size: int) -> None:
+        """A receive buffer of `size` bytes (past rmem_max as root), so a burst waits there."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+    def unbind(self) -> None:
+        if self.num is not None:
+            self.flush()
+            try:
+                self._request(config_message(self.num, cmd=NFQNL_CFG_CMD_UNBIND, seq=self._next_seq()))
+            except OSError:
+                pass
+            self.num = None
+        self.callback = None
+
+    def close(self) -> None:
+        self.unbind()
+        self.sock.close()
+
+    def get_fd(self) -> int:
+        return self.sock.fileno()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # --- packets and verdicts ----------------------------------------------
+
+    def verdict(self, pid: int, verdict: int, payload: bytes | None, mark: int | None) -> None:
+        """Queue the verdict on packet `pid`; flush() sends what is queued."""
+        self.held.discard(pid)
+        length = 32
+        tail = b""
+        if mark is not None:
+            tail = _MARK_ATTR.pack(8, NFQA_MARK, htonl(mark & 0xFFFFFFFF))
+            length += 8
+        if payload is not None:
+            tail += _ATTR.pack(4 + len(payload), NFQA_PAYLOAD) + payload + b"\0" * (-len(payload) % 4)
+            length += 4 + len(payload) + (-len(payload) % 4)
+        head = _VERDICT.pack(length, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, 0, socket.AF_UNSPEC, 0,
+                             self._res_id, 12, NFQA_VERDICT_HDR, htonl(verdict), htonl(pid))
+        self._out.append(head + tail if tail else head)
+        self._out_bytes += length
+        if self._out_bytes >= FLUSH_BYTES:
+            self.flush()
+
+    def accept_plain(self, pid: int) -> None:
+        """ACCEPT without changes: one NFQNL_MSG_VERDICT_BATCH at flush covers every such
+        packet (it accepts all ids up to its own still queued), unless a held packet is among them."""
+        self.held.discard(pid)
+        self._plain.append(pid)
+        if len(self._plain) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._plain:
+            if self.held:
+                for pid in self._plain:
+                    self._out.append(_VERDICT.pack(32, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, 0, socket.AF_UNSPEC,
+                                                   0, self._res_id, 12, NFQA_VERDICT_HDR, htonl(NF_ACCEPT),
+                                                   htonl(pid)))
+            else:
+                # after the single verdicts in the same datagram, which the kernel takes in order
+                self._out.append(_VERDICT.pack(32, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, 0, 0, socket.AF_UNSPEC,
+                                               0, self._res_id, 12, NFQA_VERDICT_HDR, htonl(NF_ACCEPT),
+                                               htonl(max(self._plain))))
+            self._plain.clear()
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_bytes = 0
+        try:
+            self.sock.send(data)
+        except OSError:
+            self.stats["errors"] += 1
+
+    def _parse(self, start: int, end: int) -> tuple[int, int, int, int, int, int, bytes] | None:
+        """(id, hook, hw_protocol, indev, outdev, mark, payload) of the packet message at start."""
+        buf = self._buf
+        off = start + 20  # nlmsghdr + nfgenmsg
+        pid = -1
+        hook = hw = indev = outdev = mark = 0
+        payload = b""
+        unpack_attr = _ATTR.unpack_from
+        while off + 4 <= end:
+            alen, atype = unpack_attr(buf, off)
+            if alen < 4:
+                break
+            atype &= 0x3FFF
+            if atype == NFQA_PAYLOAD:
+                payload = self._mv[off + 4:off + alen].tobytes()
+                break  # the kernel puts it last
+            if atype == NFQA_PACKET_HDR:
+                pid, hw, hook = _PKT_HDR.unpack_from(buf, off + 4)
+            elif atype == NFQA_IFINDEX_INDEV:
+                indev = _BE32.unpack_from(buf, off + 4)[0]
+            elif atype == NFQA_IFINDEX_OUTDEV:
+                outdev = _BE32.unpack_from(buf, off + 4)[0]
+            elif atype == NFQA_MARK:
+                mark = _BE32.unpack_from(buf, off + 4)[0]
+            off += (alen + 3) & ~3
+        if pid < 0:
+            return None
+        return pid, hook, hw, indev, outdev, mark, payload
+
+    def run(self, block: bool = True) -> None:
+        """Serve the waiting packets (a batch at a time, verdicts sent after each batch);
+        with block, wait for the first one; without, return when none waits."""
+        recv_into = self.sock.recv_into
+        buf = self._buf
+        flags = 0 if block else socket.MSG_DONTWAIT
+        served = 0
+        try:
+            while self.callback is not None:
+                try:
+                    size = recv_into(buf, 0, flags)
+                except BlockingIOError:
+                    break
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:  # the kernel could not hand us some packets
+                        self.stats["enobufs"] += 1
+                        continue
+                    raise
+                flags = socket.MSG_DONTWAIT
+                off = 0
+                while off + 16 <= size:
+                    mlen, mtype = _NLMSG.unpack_from(buf, off)[:2]
+                    if mlen < 16:
+                        break
+                    if mtype == NFQNL_MSG_PACKET:
+                        pkt = self._parse(off, min(off + mlen, size))
+                        if pkt is not None:
+                            served += 1
+                            qp = QueuedPacket(self, *pkt)
+                            self.callback(qp)
+                            if not qp.done:
+                                self.held.add(qp.id)
+                    elif mtype == NLMSG_ERROR and struct.unpack_from("=i", buf, off + 16)[0]:
+                        self.stats["errors"] += 1  # a verdict the kernel refused (e.g. a stale id)
+                    off += (mlen + 3) & ~3
+                if served >= BATCH:
+                    self.stats["batches"] += 1
+                    self.stats["packets"] += served
+                    served = 0
+                    self.flush()
+                    if not block:
+                        break  # let the caller's loop serve its socket too
+        finally:
+            if served:
+                self.stats["batches"] += 1
+                self.stats["packets"] += served
+            self.flush()
