@@ -46,6 +46,7 @@ PY = sys.executable
 LAN_IP, WAN_IP, GW_WAN_IP = "192.168.1.5", "203.0.113.1", "203.0.113.2"
 UDP_PORT, BULK_PORT, CONN_PORT, FLOW_PORT0 = 9, 5001, 5002, 10000
 QUEUE = 0
+PACED_RATE = 3000
 
 # Python NFQUEUE loops that only accept: the NetfilterQueue binding, and pyfw's own netlink reader
 BARE_LOOPS = {
@@ -218,16 +219,25 @@ MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode,
 
 # --- the measurements ---------------------------------------------------------
 
-def udp_stream(lab: Lab, secs: float, pid: int | None) -> dict[str, float]:
+def udp_stream(lab: Lab, secs: float, pid: int | None, rate: float = 0, name: str = "udp") -> dict[str, float]:
+    """Small UDP packets lan->wan as fast as the sender goes (or at `rate` packets/s)."""
     before, cpu = lab.wan_packets("udp"), cpu_seconds(pid)
-    sent = int(sh(str(lab.tool), "udp", WAN_IP, str(UDP_PORT), str(secs), "32", "1", ns=lab.lan))
+    sent = int(sh(str(lab.tool), "udp", WAN_IP, str(UDP_PORT), str(secs), "32", "1", str(rate), ns=lab.lan))
+    time.sleep(0.05)  # what the queue still held
     got = lab.wan_packets("udp") - before
-    out = {"udp pps": got / secs, "udp offered pps": sent / secs}
+    out = {f"{name} pps": got / secs, f"{name} offered pps": sent / secs}
     if pid is not None:
-        # what the machine's load does not change: packets per second of the loop's own CPU
-        out["udp pps/cpu-s"] = got / max(cpu_seconds(pid) - cpu, 1e-3)
-        out["udp loop cpu %"] = 100 * (cpu_seconds(pid) - cpu) / secs
+        # what the machine's load changes least: packets per second of the loop's own CPU
+        used = cpu_seconds(pid) - cpu
+        out[f"{name} pps/cpu-s"] = got / max(used, 1e-3)
+        out[f"{name} loop cpu %"] = 100 * used / secs
     return out
+
+
+def udp_paced(lab: Lab, secs: float, pid: int | None) -> dict[str, float]:
+    """The same stream at a rate every mode keeps up with: the loop's cost per packet
+    (as packets per CPU-second) without the waste of an overflowing queue."""
+    return udp_stream(lab, secs, pid, rate=PACED_RATE, name="udp paced")
 
 
 def bulk_tcp(lab: Lab, secs: float, pid: int | None) -> dict[str, float]:
@@ -247,29 +257,37 @@ def short_conns(lab: Lab, secs: float, pid: int | None) -> dict[str, float]:
 
 
 def memory(lab: Lab, flows: int, limit: float = 25.0) -> dict[str, float]:
-    """Drive `flows` distinct UDP flows through a fresh daemon, in chunks
-    (each with new source ports) until wan has seen that many, within
-    `limit` seconds (the engine forgets an unanswered UDP flow after 30 s)."""
+    """Drive `flows` distinct UDP flows through a fresh daemon, in chunks (each
+    with new source ports), paced to what the daemon takes (a chunk that loses
+    packets slows the next), until wan has seen that many or `limit` seconds
+    pass (an unanswered UDP flow is forgotten after 30 s), then read its memory."""
     d = Daemon(lab)
     try:
         base = d.status()
         before = lab.wan_packets("udp")
         start = time.monotonic()
-        seen = 0
-        port0 = FLOW_PORT0
+        seen, rate, port0 = 0, 5000.0, FLOW_PORT0
         while seen < flows and time.monotonic() - start < limit:
-            chunk = min(20000, flows - seen)
-            sh(str(lab.tool), "flows", WAN_IP, str(port0), str(chunk), "20000", ns=lab.lan)
-            time.sleep(0.2)
-            seen = lab.wan_packets("udp") - before
+            chunk = int(min(max(rate, 1000), flows - seen))
+            t0 = time.monotonic()
+            sh(str(lab.tool), "flows", LAN_IP, WAN_IP, str(port0), str(chunk), str(rate), ns=lab.lan)
+            port0 += chunk // 64000 + 1  # the next chunk's flows are new ones
+            time.sleep(0.1)
+            now_seen = lab.wan_packets("udp") - before
+            took = time.monotonic() - t0
+            # the next chunk goes at what this one got through, or a little faster if it all got through
+            got = now_seen - seen
+            rate = max(500.0, got / took * (1.25 if got >= chunk * 0.98 else 0.9))
+            seen = now_seen
         took = time.monotonic() - start
         st = d.status()
         tracked = d.tracked()
     finally:
         d.stop()
     return {"flows through": seen, "tracked": tracked if tracked is not None else -1, "seconds": took,
-            "VmRSS MB": st["VmRSS"] / 1024, "VmHWM MB": st["VmHWM"] / 1024,
-            "VmRSS at start MB": base["VmRSS"] / 1024}
+            "new flows/s": seen / took, "VmRSS MB": st["VmRSS"] / 1024, "VmHWM MB": st["VmHWM"] / 1024,
+            "VmRSS at start MB": base["VmRSS"] / 1024,
+            "kB per flow": (st["VmRSS"] - base["VmRSS"]) / max(seen, 1)}
 
 
 def build_tool(work: Path) -> Path:
@@ -283,13 +301,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--flows", type=int, default=100_000)
-    ap.add_argument("--only", choices=["udp", "bulk", "conns", "memory"], action="append")
+    ap.add_argument("--only", choices=["udp", "paced", "bulk", "conns", "memory"], action="append")
     ap.add_argument("--modes", default="kernel,pyfw,bare,bare-nfqnl")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_daemon: needs root (network namespaces, iptables, NFQUEUE)", file=sys.stderr)
         return 1
-    tests = args.only or ["udp", "bulk", "conns", "memory"]
+    tests = args.only or ["udp", "paced", "bulk", "conns", "memory"]
     modes = args.modes.split(",")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     results: dict[str, dict[str, list[float]]] = {m: {} for m in modes}
@@ -302,9 +320,9 @@ def main() -> int:
                 for mode in modes:
                     with MODES[mode](lab) as pid:
                         for test in tests:
-                            if test == "memory" or (mode.startswith("bare") and test != "udp"):
+                            if test == "memory" or (mode.startswith("bare") and test not in ("udp", "paced")):
                                 continue
-                            fn = {"udp": udp_stream, "bulk": bulk_tcp, "conns": short_conns}[test]
+                            fn = {"udp": udp_stream, "paced": udp_paced, "bulk": bulk_tcp, "conns": short_conns}[test]
                             for k, v in fn(lab, args.seconds, pid).items():
                                 results[mode].setdefault(k, []).append(v)
                 print(f"run {run + 1}/{args.runs} done", file=sys.stderr)

@@ -2,12 +2,12 @@
  * Bench tooling only: pyfw itself has no C.  A Python sender tops out far
  * below what the kernel forwards, so the senders are here.
  *
- *   udp DST PORT SECONDS SIZE PROCS     UDP stream (sendmmsg), prints packets sent
+ *   udp DST PORT SECONDS SIZE PROCS PPS UDP stream (sendmmsg; PPS 0: as fast as it goes), prints packets sent
  *   bulk DST PORT SECONDS               one TCP flow, prints bytes written and seconds
  *   sink PORT                           accepts one TCP flow, prints bytes read at EOF
  *   conns DST PORT SECONDS PROCS        short TCP connections, prints how many completed
  *   acceptor PORT                       answers each connection with one byte and closes
- *   flows DST PORT0 COUNT PPS           COUNT distinct UDP flows, paced, prints sent
+ *   flows SRC DST PORT0 COUNT PPS       COUNT distinct UDP flows, paced, prints sent
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -51,7 +51,7 @@ static void wait_children(int n) {
     for (int i = 0; i < n; i++) wait(NULL);
 }
 
-static int udp(const char *dst, int port, double secs, int size, int procs) {
+static int udp(const char *dst, int port, double secs, int size, int procs, double pps) {
     long *sent = shared_counter();
     for (int p = 0; p < procs; p++) {
         if (fork() == 0) {
@@ -73,9 +73,14 @@ static int udp(const char *dst, int port, double secs, int size, int procs) {
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
             long n = 0;
-            double end = now() + secs;
+            double start = now(), end = start + secs;
+            int batch = pps > 0 && pps < 20000 ? 1 : B;  /* slow rates: one packet at a time */
             while (now() < end) {
-                int r = sendmmsg(s, msgs, B, 0);
+                if (pps > 0) {
+                    double ahead = start + n / (pps / procs) - now();
+                    if (ahead > 0) { usleep((useconds_t)(ahead * 1e6)); continue; }
+                }
+                int r = sendmmsg(s, msgs, batch, 0);
                 if (r > 0) n += r;
                 else if (r < 0 && errno != ECONNREFUSED && errno != ENOBUFS && errno != EAGAIN) { perror("sendmmsg"); break; }
             }
@@ -174,22 +179,32 @@ static int conns(const char *dst, int port, double secs, int procs) {
     return 0;
 }
 
-static int flows(const char *dst, int port0, long count, double pps) {
-    enum { PER_SOCKET = 50000 };
-    int nsock = (count + PER_SOCKET - 1) / PER_SOCKET;
-    int *socks = calloc(nsock, sizeof(int));
-    for (int i = 0; i < nsock; i++) {
-        socks[i] = socket(AF_INET, SOCK_DGRAM, 0);
-        int buf = 4 << 20;
-        setsockopt(socks[i], SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-    }
+/* COUNT flows from SRC to DST, flow i from source port 1024 + i % 64000 to
+ * PORT0 + i / 64000: a raw socket writes the headers, so every flow has its
+ * own source port as from many clients (the UDP checksum is left 0). */
+static int flows(const char *src, const char *dst, int port0, long count, double pps) {
+    int s = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+    if (s < 0) { perror("socket"); return 1; }
+    int buf = 4 << 20;
+    setsockopt(s, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    struct sockaddr_in a = addr(dst, 0);
+    unsigned char pkt[29];
+    memset(pkt, 0, sizeof pkt);
+    pkt[0] = 0x45; pkt[8] = 64; pkt[9] = IPPROTO_UDP;
+    pkt[3] = sizeof pkt;
+    inet_pton(AF_INET, src, pkt + 12);
+    inet_pton(AF_INET, dst, pkt + 16);
+    pkt[25] = 9; pkt[28] = 'f';  /* UDP length 9, one byte of payload */
     long n = 0;
     double start = now();
     for (long i = 0; i < count; i++) {
-        struct sockaddr_in a = addr(dst, port0 + (int)(i % PER_SOCKET));
-        while (sendto(socks[i / PER_SOCKET], "f", 1, 0, (struct sockaddr *)&a, sizeof a) < 0 && errno == ENOBUFS) {}
+        int sport = 1024 + (int)(i % 64000), dport = port0 + (int)(i / 64000);
+        pkt[4] = (i >> 8) & 0xff; pkt[5] = i & 0xff;  /* an IP id of its own */
+        pkt[20] = sport >> 8; pkt[21] = sport & 0xff;
+        pkt[22] = dport >> 8; pkt[23] = dport & 0xff;
+        while (sendto(s, pkt, sizeof pkt, 0, (struct sockaddr *)&a, sizeof a) < 0 && errno == ENOBUFS) {}
         n++;
-        if ((i & 255) == 255) {
+        if ((i & 63) == 63) {
             double ahead = start + (i + 1) / pps - now();
             if (ahead > 0) usleep((useconds_t)(ahead * 1e6));
         }
@@ -200,12 +215,13 @@ static int flows(const char *dst, int port0, long count, double pps) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (argc == 7 && !strcmp(argv[1], "udp")) return udp(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]), atoi(argv[6]));
+    if (argc == 8 && !strcmp(argv[1], "udp"))
+        return udp(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
     if (argc == 5 && !strcmp(argv[1], "bulk")) return bulk(argv[2], atoi(argv[3]), atof(argv[4]));
     if (argc == 3 && !strcmp(argv[1], "sink")) return sink(atoi(argv[2]));
     if (argc == 6 && !strcmp(argv[1], "conns")) return conns(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]));
     if (argc == 3 && !strcmp(argv[1], "acceptor")) return acceptor(atoi(argv[2]));
-    if (argc == 6 && !strcmp(argv[1], "flows")) return flows(argv[2], atoi(argv[3]), atol(argv[4]), atof(argv[5]));
+    if (argc == 7 && !strcmp(argv[1], "flows")) return flows(argv[2], argv[3], atoi(argv[4]), atol(argv[5]), atof(argv[6]));
     fprintf(stderr, "usage: see the comment at the top of benchtool.c\n");
     return 2;
 }

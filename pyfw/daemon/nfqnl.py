@@ -34,7 +34,7 @@ NLM_F_ACK = 0x4
 # attributes of a packet message, and of a verdict
 NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_MARK = 1, 2, 3
 NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV = 5, 6
-NFQA_PAYLOAD = 10
+NFQA_HWADDR, NFQA_PAYLOAD = 9, 10
 # attributes and values of a config message
 NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN, NFQA_CFG_MASK, NFQA_CFG_FLAGS = 1, 2, 3, 4, 5
 NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
@@ -83,11 +83,11 @@ def config_message(num: int, *, cmd: int | None = None, copy_range: int | None =
 class QueuedPacket:
     """One packet the kernel holds until our verdict (the binding's Packet API)."""
 
-    __slots__ = ("_queue", "id", "hook", "hw_protocol", "indev", "outdev", "mark", "_payload",
+    __slots__ = ("_queue", "id", "hook", "hw_protocol", "indev", "outdev", "mark", "_hw", "_payload",
                  "_new_payload", "_new_mark", "done")
 
     def __init__(self, queue: NfQueue, pid: int, hook: int, hw_protocol: int, indev: int, outdev: int,
-                 mark: int, payload: bytes) -> None:
+                 mark: int, hw: bytes | None, payload: bytes) -> None:
         self._queue = queue
         self.id = pid
         self.hook = hook
@@ -95,6 +95,7 @@ class QueuedPacket:
         self.indev = indev
         self.outdev = outdev
         self.mark = mark
+        self._hw = hw
         self._payload = payload
         self._new_payload: bytes | None = None
         self._new_mark: int | None = None
@@ -102,6 +103,10 @@ class QueuedPacket:
 
     def get_payload(self) -> bytes:
         return self._payload
+
+    def get_hw(self) -> bytes | None:
+        """The sender's link-layer address (8 bytes, as the kernel pads it), None where there is none."""
+        return self._hw
 
     def get_payload_len(self) -> int:
         return len(self._payload)
@@ -279,12 +284,13 @@ class NfQueue:
         except OSError:
             self.stats["errors"] += 1
 
-    def _parse(self, start: int, end: int) -> tuple[int, int, int, int, int, int, bytes] | None:
-        """(id, hook, hw_protocol, indev, outdev, mark, payload) of the packet message at start."""
+    def _parse(self, start: int, end: int) -> tuple[int, int, int, int, int, int, bytes | None, bytes] | None:
+        """(id, hook, hw_protocol, indev, outdev, mark, hwaddr, payload) of the packet message at start."""
         buf = self._buf
         off = start + 20  # nlmsghdr + nfgenmsg
         pid = -1
         hook = hw = indev = outdev = mark = 0
+        hwaddr: bytes | None = None
         payload = b""
         unpack_attr = _ATTR.unpack_from
         while off + 4 <= end:
@@ -303,10 +309,12 @@ class NfQueue:
                 outdev = _BE32.unpack_from(buf, off + 4)[0]
             elif atype == NFQA_MARK:
                 mark = _BE32.unpack_from(buf, off + 4)[0]
+            elif atype == NFQA_HWADDR and alen >= 16:
+                hwaddr = bytes(buf[off + 8:off + 16])
             off += (alen + 3) & ~3
         if pid < 0:
             return None
-        return pid, hook, hw, indev, outdev, mark, payload
+        return pid, hook, hw, indev, outdev, mark, hwaddr, payload
 
     def run(self, block: bool = True) -> None:
         """Serve the waiting packets (a batch at a time, verdicts sent after each batch);

@@ -101,6 +101,18 @@ def _ip_checksum_fix(data: bytearray) -> None:
     struct.pack_into("!H", data, 10, ~s & 0xFFFF)
 
 
+def _queue_class() -> Any:
+    """pyfw's own netlink reader (pyfw.daemon.nfqnl); PYFW_NFQUEUE_BINDING=netfilterqueue
+    takes the C binding instead, with the same interface (to compare the two)."""
+    if os.environ.get("PYFW_NFQUEUE_BINDING") == "netfilterqueue":
+        from netfilterqueue import NetfilterQueue
+
+        return NetfilterQueue
+    from pyfw.daemon.nfqnl import NfQueue
+
+    return NfQueue
+
+
 class Adapter:
     """Binds queue `num` and gives each packet the engine's verdict."""
 
@@ -119,11 +131,7 @@ class Adapter:
         self._heads: dict[tuple[str, bytes | None], bytes] = {}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, OWN_MARK)
-        if os.environ.get("PYFW_NFQUEUE_BINDING") == "netfilterqueue":  # the C binding, to compare
-            from netfilterqueue import NetfilterQueue as NfQueue
-        else:
-            from pyfw.daemon.nfqnl import NfQueue
-        self.nfq = NfQueue()
+        self.nfq: Any = _queue_class()()
         self.nfq.bind(num, self._packet, max_len=queue_len)
         self.problems = configure(self.fileno(), num, fail_open, rcvbuf)
 
