@@ -88,6 +88,10 @@ def test_demo_runs_every_step_and_cleans_up() -> None:
     assert int(dnat.split()[0]) == 1, dnat
     reject = next(line for line in lines if " REJECT " in line and line.endswith("reject-with tcp-reset"))
     assert int(reject.split()[0]) >= 1, reject
+    # the connection table, as conntrack -L prints it: the masqueraded DNS query, the port forward
+    assert any(line.startswith("udp ") and "dport=53 src=203.0.113.1 dst=203.0.113.2" in line for line in lines), out
+    assert any(line.startswith("tcp ") and "dport=8080 src=192.168.1.10 dst=203.0.113.1 sport=80" in line
+               for line in lines), out
     assert any(line.startswith("pyfw daemon: stopped") for line in lines), out
     # nothing left: the namespaces of this run, and the root namespace's tables untouched
     assert _leftovers(p.pid) == []
