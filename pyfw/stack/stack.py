@@ -66,8 +66,14 @@ COUNTER_NAMES = (
     "InErrs", "InCsumErrors", "OutRsts", "FastRetrans", "Timeouts", "ChallengeAcks", "OutOfWindow",
     "DupSegs", "SynDropped", "TimeWaitOverflow", "UdpInDatagrams", "UdpNoPorts", "UdpInErrors",
     "UdpInCsumErrors", "UdpOutDatagrams", "IpInErrors", "IpFragDropped", "StackErrors", "AppErrors",
-    "ListenOverflows", "IcmpErrors", "OutOfWindowIcmps", "PmtuUpdates", "IdleCloses",
+    "ListenOverflows", "IpInAddrErrors", "IcmpErrors", "OutOfWindowIcmps", "PmtuUpdates", "IdleCloses",
 )
+
+
+def _martian(addr: int) -> bool:
+    """0/8, 127/8, multicast, class E and limited broadcast."""
+    top = addr >> 24
+    return top == 0 or top == 127 or top >= 224
 
 
 def format_addr(addr: int) -> str:
@@ -163,6 +169,12 @@ class Stack:
         self._raw.append(bytes(ipv4.build(src_addr, dst, IPPROTO_UDP, seg, ttl=64,
                                           ident=0 if fits else self._udp_ident, df=fits)))
         self.counters["UdpOutDatagrams"] += 1
+
+    def abort_all(self) -> None:
+        """Reset every connection (the daemon is stopping): the RSTs come
+        out of the next output()."""
+        for conn in list(self._conns.values()):
+            conn.abort()
 
     def connections(self) -> list[Connection]:
         return list(self._conns.values())
@@ -273,6 +285,11 @@ class Stack:
             return
         proto = d[9]
         src, dst = _IP_ADDRS.unpack_from(d, 12)
+        if _martian(src) or (proto == IPPROTO_TCP and _martian(dst)):
+            # never answer a broadcast/multicast/zero/loopback source, nor a
+            # TCP segment to a group address (tcp_v4_rcv takes PACKET_HOST only)
+            self.counters["IpInAddrErrors"] += 1
+            return
         if proto == IPPROTO_TCP:
             self._tcp_input(memoryview(d)[ihl:tot], src, dst, now)
         elif proto == IPPROTO_UDP:

@@ -433,3 +433,24 @@ def test_idle_timeout_closes() -> None:
     assert peer.tick(29.0) == []
     (fin,) = peer.tick(30.0)
     assert fin.flags & FIN and c.state == "FIN_WAIT_1" and s.counters["IdleCloses"] == 1
+
+
+def test_martian_sources_and_group_destinations_dropped(stack: Stack) -> None:
+    from pyfw.stack.stack import parse_addr
+    from pyfw.wire import ipv4, tcp
+    for src, dst in (("224.0.0.1", "192.0.2.1"), ("255.255.255.255", "192.0.2.1"), ("0.0.0.0", "192.0.2.1"),
+                     ("127.0.0.1", "192.0.2.1"), ("192.0.2.99", "255.255.255.255"), ("192.0.2.99", "239.1.1.1")):
+        s, d = parse_addr(src), parse_addr(dst)
+        seg = tcp.build(s, d, 1, 80, 1, 0, SYN, 1000)
+        stack.input(bytes(ipv4.build(s, d, 6, seg)), 0.0)
+    assert stack.output(0.0) == [] and stack.connections() == []
+    assert stack.counters["IpInAddrErrors"] == 6
+
+
+def test_abort_all_resets(stack: Stack) -> None:
+    for i in range(3):
+        Peer(stack, sport=500 + i).handshake()
+    stack.abort_all()
+    segs = Peer(stack).out()
+    assert len(segs) == 3 and all(s.flags == RST for s in segs)
+    assert stack.connections() == []
