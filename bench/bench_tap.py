@@ -31,58 +31,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "tap"))
 
-from lab import PY, TapLab, root_problem, sh  # noqa: E402
+from lab import PY, RULES, KernelLab, TapLab, root_problem, sh  # noqa: E402
 
 BULK = str(HERE.parent / "tests" / "tap" / "bulk.py")
 PORT = 5001
 
-RULES = """*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
--A POSTROUTING -o {wan} -j MASQUERADE
-COMMIT
-*filter
-:INPUT ACCEPT [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A FORWARD -i {lan} -j ACCEPT
-COMMIT
-"""
-
-
-class KernelLab:
-    """lan -- gw -- wan on veths, the gateway being Linux itself."""
-
-    def __init__(self) -> None:
-        t = f"{os.getpid() % 100000}"
-        self.lan, self.gw, self.wan = f"pyfw-kl-{t}", f"pyfw-kg-{t}", f"pyfw-kw-{t}"
-        self.gl, self.gwn = f"kb{t}l", f"kb{t}w"
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def up(self) -> None:
-        for ns in (self.lan, self.gw, self.wan):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-        sh("ip", "link", "add", self.gl, "netns", self.gw, "type", "veth", "peer", "name", "eth0", "netns", self.lan)
-        sh("ip", "link", "add", self.gwn, "netns", self.gw, "type", "veth", "peer", "name", "eth0", "netns", self.wan)
-        for ns, dev, addr in ((self.lan, "eth0", "10.77.1.2/24"), (self.gw, self.gl, "10.77.1.1/24"),
-                              (self.gw, self.gwn, "203.0.113.1/24"), (self.wan, "eth0", "203.0.113.2/24")):
-            sh("ip", "addr", "add", addr, "dev", dev, ns=ns)
-            sh("ip", "link", "set", dev, "up", ns=ns)
-        sh("ip", "route", "add", "default", "via", "10.77.1.1", ns=self.lan)
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.gw)
-        sh("iptables-legacy-restore", ns=self.gw, input=RULES.format(lan=self.gl, wan=self.gwn))
-
-    def down(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
-        for ns in (self.lan, self.gw, self.wan):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def serve(lab: TapLab | KernelLab, size: int) -> None:
@@ -126,7 +79,7 @@ def main() -> int:
     load0 = os.getloadavg()
     try:
         tap.up()
-        kern.up()
+        kern.up(RULES.format(lan=kern.gl, wan=kern.gwn))
         serve(tap, size)
         serve(kern, size)
         with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,9 @@ pyfw is 10.77.1.1 (eth0) and 203.0.113.1 (eth1); the bridges and TAP devices
 live in their own namespace, which has no addresses of its own; wan has no
 route back to the lan, so only MASQUERADE makes lan->wan work.  Every name
 carries the pid; `down` removes everything (the TAP devices go with the
-daemon).  Traffic stays between these namespaces.
+daemon).  Traffic stays between these namespaces.  KernelLab is the same
+with Linux as the gateway (veths straight into its namespace), for
+differential tests and the bench.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ def sh(*cmd: str, check: bool = True, ns: str | None = None, timeout: float = 60
     full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
     return subprocess.run(full, check=check, capture_output=True, text=True, timeout=timeout,  # type: ignore[call-overload, no-any-return]
                           **kw)
+
+
+# the gateway's rules for both labs: MASQUERADE out, the lan allowed out, replies back
+RULES = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o {wan} -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i {lan} -j ACCEPT
+COMMIT
+"""
 
 
 class TapLab:
@@ -145,5 +165,43 @@ tap = "{self.tapw}"
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        for ns in (self.lan, self.gw, self.wan):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class KernelLab:
+    """lan -- gw -- wan on veths, the gateway being Linux itself."""
+
+    def __init__(self) -> None:
+        t = f"{os.getpid() % 100000}"
+        self.lan, self.gw, self.wan = f"pyfw-kl-{t}", f"pyfw-kg-{t}", f"pyfw-kw-{t}"
+        self.gl, self.gwn = f"kb{t}l", f"kb{t}w"
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def up(self, rules: str | None = None) -> None:
+        for ns in (self.lan, self.gw, self.wan):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        sh("ip", "link", "add", self.gl, "netns", self.gw, "type", "veth", "peer", "name", "eth0", "netns", self.lan)
+        sh("ip", "link", "add", self.gwn, "netns", self.gw, "type", "veth", "peer", "name", "eth0", "netns", self.wan)
+        for ns, dev, addr in ((self.lan, "eth0", "10.77.1.2/24"), (self.gw, self.gl, "10.77.1.1/24"),
+                              (self.gw, self.gwn, "203.0.113.1/24"), (self.wan, "eth0", "203.0.113.2/24")):
+            sh("ip", "addr", "add", addr, "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        sh("ip", "route", "add", "default", "via", "10.77.1.1", ns=self.lan)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.gw)
+        if rules is not None:
+            sh("iptables-legacy-restore", ns=self.gw, input=rules)
+
+    def spawn(self, ns: str, *cmd: str, **kw: object) -> subprocess.Popen[str]:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], text=True, **kw)  # type: ignore[call-overload]
+        self.procs.append(p)
+        return p  # type: ignore[no-any-return]
+
+    def down(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
         for ns in (self.lan, self.gw, self.wan):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
