@@ -443,7 +443,7 @@ def union_stats(stats: list[dict[str, int]]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ the parent's loop
-def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
+def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
         reload: Callable[[str | None, Any], None]) -> int:
     """The daemon with args.workers worker processes (args as main parses them)."""
     from pyfw.daemon.control import ControlServer, LiveStore
@@ -470,6 +470,31 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
         log(str(exc))
         return 1
     restarts: list[float] = []
+    generation = 0
+
+    def resteer() -> None:
+        """New routes may move the outside or add inside prefixes: the new
+        steering goes in front of the old, then the old goes."""
+        nonlocal rules, topo, generation
+        try:
+            new_topo = read_topology(args.outside or ())
+        except (ValueError, OSError, subprocess.CalledProcessError) as exc:
+            log(f"cannot steer by the new routes, keeping the old steering: {exc}", error=True)
+            return
+        if new_topo == topo:
+            return
+        generation += 1
+        new_rules = worker_steering(args.nfqueue, n, new_topo, args.fail_open, args.ipv6,
+                                    generation=generation, owner=steering.owner)
+        try:
+            new_rules.install()
+        except (subprocess.CalledProcessError, OSError) as exc:
+            log(f"cannot install the new steering, keeping the old: {exc}", error=True)
+            return
+        rules.remove()
+        rules, topo = new_rules, new_topo
+        log(f"steering follows the routes: outside {','.join(topo.outside)}, "
+            f"inside {','.join(topo.inside_prefixes) or '(none)'}")
 
     def respawn_dead() -> bool:
         """Replace the workers that died; False when they keep dying."""
@@ -573,6 +598,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[[str], None],
                     if new_host is not None:
                         pool.host = new_host  # for a respawned worker too
                         pool.call("pyfw.daemon.workers:set_host", new_host)
+                        resteer()
             except WorkerDied as exc:
                 log(str(exc))
             if not respawn_dead():

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from pyfw.daemon.steer import bucket
+
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = 21
@@ -392,3 +394,49 @@ def test_conntrack_is_the_union(lab: Lab, tmp_path: Path) -> None:
         rc = d.wait(timeout=20)
         log = d.stderr.read() if d.stderr else ""
     assert rc == 0, log
+
+
+def ip4(a: str) -> int:
+    return int.from_bytes(bytes(map(int, a.split("."))), "big")
+
+
+def test_steering_follows_new_routes(lab: Lab, tmp_path: Path) -> None:
+    """An inside network added while the daemon runs: lan<->dmz connections
+    (no NAT, both directions from inside) stay on one worker once the
+    steering has the new prefix."""
+    dmz, gd = f"pyfw-wz-{os.getpid() % 100000}", f"pw{os.getpid() % 100000}z"
+    hosts = [f"10.76.1.{i}" for i in range(2, 10)]
+    rules_file = tmp_path / "rules"
+    rules_file.write_text(ruleset(lab))
+    sock = str(tmp_path / "pyfw.sock")
+    d = start_daemon(lab, rules_file, sock)
+    try:
+        sh("ip", "netns", "add", dmz)
+        sh("ip", "link", "set", "lo", "up", ns=dmz)
+        sh("ip", "link", "add", gd, "netns", lab.gw, "type", "veth", "peer", "name", "eth0", "netns", dmz)
+        for h in hosts:
+            sh("ip", "addr", "add", f"{h}/24", "dev", "eth0", ns=dmz)
+        sh("ip", "link", "set", "eth0", "up", ns=dmz)
+        sh("ip", "route", "add", "default", "via", "10.76.1.1", ns=dmz)
+        sh("ip", "addr", "add", "10.76.1.1/24", "dev", gd, ns=lab.gw)
+        sh("ip", "link", "set", gd, "up", ns=lab.gw)
+        lab.server(dmz, "dmz", hosts)
+        deadline = time.monotonic() + 15
+        while "-d 10.76.1.0/24" not in sh("iptables-legacy-save", "-t", "raw", ns=lab.gw).stdout:
+            assert time.monotonic() < deadline, "the steering did not take the new prefix"
+            time.sleep(0.1)
+        # a lan source for which the old steering would split most of these
+        # connections (the request keyed by the dmz host, the reply by both)
+        src = max(("10.73.1.2", "10.73.1.3"), key=lambda a: sum(
+            bucket(ip4(h), WORKERS) != bucket(ip4(h) ^ ip4(a), WORKERS) for h in hosts))
+        assert sum(bucket(ip4(h), WORKERS) != bucket(ip4(h) ^ ip4(src), WORKERS) for h in hosts) >= len(hosts) // 2
+        r = clients(lab, lab.lan, [("tcp", src, h, 80) for h in hosts])
+        assert r["errors"] == [] and r["ok"] == [f"dmz {src}"] * len(hosts), r
+    finally:
+        d.send_signal(signal.SIGTERM)
+        rc = d.wait(timeout=20)
+        log = d.stderr.read() if d.stderr else ""
+        subprocess.run(["ip", "netns", "del", dmz], capture_output=True)
+    assert rc == 0, log
+    assert "steering follows the routes: outside" in log and "10.76.1.0/24" in log, log
+    assert "pyfw-daemon" not in save_gw(lab)
