@@ -76,6 +76,12 @@ class TapLink:
                 proc = self.ns.run(argv)
                 if proc.rc != 0:
                     raise RuntimeError(f"{argv}: {proc.err}")
+            # the Linux side's MAC, so that the stack may speak first (active open)
+            link = self.ns.run(["cat", f"/sys/class/net/{self.ifname}/address"])
+            self.peer_mac = bytes.fromhex(link.out.strip().replace(":", ""))
+            # and ours in its neighbour table, so that it need not ask
+            self.ns.run(["ip", "neigh", "replace", format_addr(STACK_ADDR), "lladdr",
+                         ":".join(f"{b:02x}" for b in STACK_MAC), "dev", self.ifname])
         except BaseException:
             self.close()
             raise

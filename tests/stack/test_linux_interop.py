@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 
 import pytest
 from oracle import root_netns_problem
-from tap_link import STACK_ADDR, TapLink
+from stack_sim import HttpGet
+from tap_link import LINUX_ADDR, STACK_ADDR, TapLink
 
 from pyfw.stack import Stack
 from pyfw.stack.http import pattern_bytes, status_app
@@ -100,3 +102,42 @@ def test_udp_echo_with_linux() -> None:
         assert proc.returncode == 0, err
     assert out.decode().strip() == "10.77.0.2 5353 pong:ping ping"
     assert len(seen) == 1 and seen[0][2] == b"ping " * 200
+
+
+SERVER = """
+import hashlib, http.server, sys
+body = bytes(range(256)) * (int(sys.argv[1]) // 256)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("10.77.0.1", 8080), H)
+print("ready", flush=True)
+srv.handle_request()
+"""
+
+
+def test_active_open_download_from_linux() -> None:
+    """Our stack as the client: SYN_SENT against Linux's listener, then a
+    bulk transfer with Linux sending (window scaling and SACK from our side)."""
+    n = 4 * 1024 * 1024
+    stack = Stack()
+    with TapLink(stack) as link:
+        srv = link.popen(["python3", "-c", SERVER, str(n)])
+        assert srv.stdout is not None and srv.stdout.readline().strip() == b"ready"
+        app = HttpGet("/", close=True)
+        conn = stack.connect(STACK_ADDR, 40123, LINUX_ADDR, 8080, app, now=time.monotonic())
+        try:
+            assert link.pump(lambda: app.complete, timeout=30)
+        finally:
+            srv.kill()
+            srv.wait()
+        assert app.head is not None and app.head.startswith(b"HTTP/1.1 200 ")
+        assert app.hash.hexdigest() == hashlib.sha256(pattern_bytes(n)).hexdigest()
+        assert conn.sack_ok and conn.snd_wscale > 0 and conn.mss == 1460
+        assert stack.counters["StackErrors"] == 0, stack.last_error
