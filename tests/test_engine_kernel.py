@@ -371,6 +371,11 @@ def sc_fragments() -> Scenario:
         on("lan", ip(L2, X, ttl=1) / UDP(sport=9008, dport=9009), "ttl 1"),
         on("lan", ip(L2, NOWHERE) / UDP(sport=9010, dport=9011), "no route"),
         on("lan", ip(L2, D2) / UDP(sport=9012, dport=9013) / (b"n" * 1400), "not DF over mtu"),
+        # DF on every piece: conntrack's defrag lets the whole through (ignore_df)
+        # when no piece exceeds the egress MTU, else fragmentation needed
+        *frags("lan", ip(L2, X, flags="DF") / UDP(sport=9014, dport=9015) / (b"k" * 2400), 1000, "DF pieces"),
+        *frags("lan", ip(L2, D2, flags="DF") / UDP(sport=9016, dport=9017) / (b"K" * 2400), 1400,
+               "DF pieces over the dmz mtu"),
     ]
     return Scenario("fragments", rules, fr)
 

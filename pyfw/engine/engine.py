@@ -457,9 +457,11 @@ class Engine:
             return NF_DROP
         mtu = self.host.mtu(rr.dev)
         extra = pkt.extra or {}
-        # a GSO super-frame (TAP offload) is checked per segment (skb_gso_validate_network_len)
+        # a GSO super-frame (TAP offload) is checked per segment (skb_gso_validate_network_len);
+        # one conntrack's defrag reassembled may go: nf_defrag sets skb->ignore_df
         length = extra.get("gso_netlen") or pkt.tot_len
-        if exceeds_mtu(length, bool(pkt.frag_off & IP_DF), mtu, extra.get("frag_max_size", 0)):
+        fms = extra.get("frag_max_size", 0)
+        if exceeds_mtu(length, bool(pkt.frag_off & IP_DF), mtu, fms, ignore_df=bool(fms)):
             self._icmp_error(pkt, 3, 4, mtu=mtu)  # fragmentation needed
             return NF_DROP
         decrease_ttl(pkt)
