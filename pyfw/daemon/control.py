@@ -64,6 +64,17 @@ def _recv_all(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def request_stats(path: str, timeout: float = 10.0) -> dict[str, int]:
+    """The daemon's counters (`pyfw daemon --stats`); OSError/ValueError if it does not answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps({"stats": True}).encode())
+        s.shutdown(socket.SHUT_WR)
+        answer = json.loads(_recv_all(s) or b"{}")
+    return {str(k): int(v) for k, v in dict(answer.get("stats", {})).items()}
+
+
 def request(path: str, argv: list[str], stdin: str | None = None, timeout: float = 30.0) -> Any:
     """Run one command on the daemon at `path` (pyfw.cli.main.Result)."""
     from pyfw.cli.main import Result
@@ -90,6 +101,7 @@ class ControlServer:
         self.path = path
         self.live = live
         self.conntrack = conntrack  # a pyfw.daemon.ctops.CtSource: serves `pyfw conntrack`
+        self.stats: Callable[[], dict[str, int]] | None = None  # serves `pyfw daemon --stats`
         with contextlib.suppress(FileNotFoundError):
             if os.path.exists(path):
                 self._refuse_if_alive(path)
@@ -127,7 +139,10 @@ class ControlServer:
             conn.settimeout(5.0)
             try:
                 req = json.loads(_recv_all(conn))
-                if "conntrack" in req:
+                answer: dict[str, Any] | None
+                if "stats" in req:
+                    answer = {"rc": 0, "stats": self.stats() if self.stats else {}}
+                elif "conntrack" in req:
                     answer = self._conntrack(conn, req)
                     if answer is None:
                         return  # -E: ctops keeps (a copy of) the connection

@@ -121,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"the syslog socket (default {DEV_LOG}, used when present)")
     ap.add_argument("--cleanup", action="store_true",
                     help="remove the kernel rules a killed daemon left (of queue NUM, or of all) and exit")
+    ap.add_argument("--stats", action="store_true",
+                    help="print the counters of the daemon listening on --socket and exit")
     add_arguments(ap)
     return ap
 
@@ -130,6 +132,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.cleanup:
         return _cleanup(args.nfqueue)
+    if args.stats:
+        return _print_stats(args.socket)
     if args.tap:
         if args.nfqueue is not None:
             _log("--tap and --nfqueue exclude each other")
@@ -202,6 +206,7 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             _log(f"cannot listen on {args.socket}: {exc}", error=True)
             return 1
+        server.stats = lambda: _count_dict(adapter, engine, rules, sink)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
@@ -279,10 +284,33 @@ def _new_host(watch: Any) -> Any:
     return host
 
 
-def _counts(adapter: Any, engine: Any, rules: KernelRules, sink: LogSink) -> str:
+def _print_stats(path: str) -> int:
+    """`pyfw daemon --stats`: one "name value" line per counter."""
+    from pyfw.daemon.control import request_stats
+
+    try:
+        stats = request_stats(path)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"pyfw daemon: cannot reach the pyfw daemon at {path}: {exc}\n")
+        return 1
+    sys.stdout.write("".join(f"{k} {v}\n" for k, v in sorted(stats.items())))
+    return 0
+
+
+def _count_dict(adapter: Any, engine: Any, rules: KernelRules, sink: LogSink) -> dict[str, int]:
+    """The daemon's counters: verdicts, the engine's drops by reason, the
+    connection table's drops, forwarded IPv6 dropped, the kernel's queue drops."""
+    from pyfw.daemon.steering import queue_counters
+
     ct = {f"conntrack-{k}": v for k, v in engine.ct.stat.as_dict().items() if v and k in ("drop", "early_drop")}
     counts = {**adapter.stats, **engine.stats, **sink.stats, **ct}
     v6 = rules.ipv6_dropped()
     if v6 is not None:
         counts["ipv6-dropped"] = v6
+    counts.update({k: v for k, v in queue_counters([rules.steering.num]).items() if v})
+    return counts
+
+
+def _counts(adapter: Any, engine: Any, rules: KernelRules, sink: LogSink) -> str:
+    counts = _count_dict(adapter, engine, rules, sink)
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no packets"

@@ -228,3 +228,21 @@ def remove_rules(rules: Iterable[Installed]) -> int:
         if subprocess.run(r.rule.command("-D"), capture_output=True, text=True).returncode == 0:
             gone += 1
     return gone
+
+
+def queue_counters(nums: Iterable[int]) -> dict[str, int]:
+    """The kernel's drops for these queues (/proc/net/netfilter/nfnetlink_queue):
+    queue-dropped, the queue was full (fail-closed); queue-user-dropped, the
+    daemon's socket buffer was (the packet lost on the way to it)."""
+    out = {"queue-dropped": 0, "queue-user-dropped": 0}
+    want = set(nums)
+    try:
+        with open("/proc/net/netfilter/nfnetlink_queue") as f:
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 7 and cols[0].isdigit() and int(cols[0]) in want:
+                    out["queue-dropped"] += int(cols[5])
+                    out["queue-user-dropped"] += int(cols[6])
+    except (OSError, ValueError):
+        return {}
+    return out

@@ -556,6 +556,18 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
             log(f"cannot listen on {args.socket}: {exc}")
             return 1
         pool.close_in_child.append(server.sock)
+
+        def stats() -> dict[str, int]:
+            from pyfw.daemon.steering import queue_counters
+
+            counts = union_stats(pool.stats())
+            v6 = rules.ipv6_dropped()
+            if v6 is not None:
+                counts["ipv6-dropped"] = v6
+            counts.update({k: v for k, v in queue_counters(range(args.nfqueue, args.nfqueue + n)).items() if v})
+            return counts
+
+        server.stats = stats
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)

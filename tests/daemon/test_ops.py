@@ -113,6 +113,14 @@ def save6(lab: Lab) -> str:
                    if not line.startswith("#"))
 
 
+def stats(lab: Lab, d: Daemon) -> dict[str, int]:
+    """`pyfw daemon --stats` against the running daemon."""
+    r = sh(PY, "-m", "pyfw.daemon", "--stats", "--socket", d.sock, ns=lab.gw, check=False, cwd=str(ROOT),
+           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    return {k: int(v) for k, v in (line.split() for line in r.stdout.splitlines())}
+
+
 def flood_and_kill(lab: Lab, d: Daemon) -> None:
     """SIGKILL the daemon while a bounded stream passes through it."""
     flood = lab.spawn(lab.lan, PY, "-c", FLOOD, "203.0.113.2", "20000", "3", stdout=subprocess.PIPE)
@@ -180,6 +188,8 @@ def test_full_queue(lab: Lab, tmp_path: Path, fail_open: bool) -> None:
     finally:
         d.proc.send_signal(signal.SIGCONT)
     assert got == fail_open
+    # fail-closed: the kernel counted what it dropped at the full queue
+    assert (stats(lab, d).get("queue-dropped", 0) >= 3) != fail_open
     assert d.stop() == 0, d.log
 
 
@@ -197,6 +207,7 @@ def test_ipv6_dropped_and_counted(lab: Lab, tmp_path: Path) -> None:
     assert not ping(lab, lab.lan, "fd71:2::2", 3, 1.0, "-6")
     assert ping(lab, lab.lan, "fd71:1::1", 1, 2.0, "-6")  # the gateway's own IPv6 is not forwarding
     assert ping(lab, lab.lan, "203.0.113.2")  # IPv4 goes on
+    assert stats(lab, d)["ipv6-dropped"] >= 3
     assert d.stop() == 0
     assert re.search(r"ipv6-dropped [3-9]", d.log), d.log
     assert save6(lab) == before6
@@ -441,3 +452,28 @@ def test_faults_keep_the_socket_answering(lab: Lab, tmp_path: Path) -> None:
     # iptables would forward it, the rest (broken fragments, ...) is counted as dropped
     assert int(counts.get("accept", 0)) + int(counts.get("drop", 0)) >= 2500 and int(counts["drop"]) >= 100, stopped
     assert answered >= 1
+
+
+UDP_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.connect(("203.0.113.2", int(sys.argv[1]))); s.send(b"hi")
+try:
+    print(s.recv(100).decode())
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+def test_reject_replies_reach_the_client(lab: Lab, tmp_path: Path) -> None:
+    """REJECT's ICMP port unreachable (made by the engine, sent by the daemon's
+    raw socket) reaches a UDP client as "connection refused"."""
+    lab.server(lab.wan, "wan", "80")
+    rules = RULES.format(lan=lab.gl, wan=lab.gwn).replace(
+        f"-A FORWARD -i {lab.gl} -j ACCEPT",
+        f"-A FORWARD -i {lab.gl} -p udp --dport 5354 -j REJECT\n-A FORWARD -i {lab.gl} -j ACCEPT")
+    d = Daemon(lab, tmp_path, rules=rules)
+    assert sh(PY, "-c", UDP_CLIENT, "5354", ns=lab.lan).stdout.strip() == "refused"
+    assert sh(PY, "-c", UDP_CLIENT, "5353", ns=lab.lan).stdout.strip() == "wan 203.0.113.1"
+    assert stats(lab, d).get("sent", 0) >= 1
+    assert d.stop() == 0, d.log
