@@ -633,7 +633,9 @@ class Connection:
                 self._on_fin(now)
                 return
             self.unacked += 1
-            if filled or self.unacked >= 2:
+            # every second segment, or more than a full one (a GSO
+            # super-segment from the gateway: Linux's "more than one rcv_mss")
+            if filled or self.unacked >= 2 or len(payload) > self.mss_local:
                 self.ack_now = True
             elif self.delack_at is None:
                 self.delack_at = now + DELACK

@@ -454,3 +454,13 @@ def test_abort_all_resets(stack: Stack) -> None:
     segs = Peer(stack).out()
     assert len(segs) == 3 and all(s.flags == RST for s in segs)
     assert stack.connections() == []
+
+
+def test_super_segment_acked_at_once(stack: Stack) -> None:
+    """A segment bigger than the MSS (the gateway hands GSO super-frames
+    over whole) is acknowledged at once, not after the delayed-ACK timer."""
+    peer = Peer(stack, port=81)
+    peer.handshake()
+    (ack,) = peer.send(ACKF, b"g" * 20000)
+    assert ack.ack == peer.seq
+    assert peer.send(ACKF, b"h" * 1460) == []      # one full segment: delayed
