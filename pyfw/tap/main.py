@@ -23,6 +23,8 @@ from pyfw.daemon.main import _load_ruleset, _log, _reload
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--host", metavar="HOST.toml")
     ap.add_argument("--status", metavar="ADDR:PORT")
+    ap.add_argument("--cc", choices=("cubic", "reno"), default="cubic",
+                    help="congestion control of the gateway's own TCP (--tap)")
     ap.add_argument("--no-offload", action="store_true",
                     help="no virtio-net header: every frame whole, checksums done by the kernel")
     ap.add_argument("--fault-seed", type=int, default=0, metavar="S")
@@ -56,7 +58,7 @@ class _Discard:
         conn.close()
 
 
-def _make_stack(host: Any, status: tuple[int, int] | None, get_status: Any) -> Any:
+def _make_stack(host: Any, status: tuple[int, int] | None, get_status: Any, cc: str = "cubic") -> Any:
     """pyfw.stack's Stack with the status page and the host's [[service]]
     ports listening, or None when pyfw.stack is not there."""
     try:
@@ -71,7 +73,7 @@ def _make_stack(host: Any, status: tuple[int, int] | None, get_status: Any) -> A
         rr = host.output_route(dst)
         return int(host.mtu(rr.dev)) if rr.ok and rr.dev != "lo" else 1500
 
-    stack = Stack(cc="cubic", mtu_for=mtu_for)
+    stack = Stack(cc=cc, mtu_for=mtu_for)
     for svc in host.services:
         addr = svc.address or 0
         if svc.proto == 6:
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
 
     gw: Gateway | None = None
-    stack = _make_stack(host, status, lambda: gw.status() if gw is not None else {})
+    stack = _make_stack(host, status, lambda: gw.status() if gw is not None else {}, args.cc)
     engine = TapEngine(ruleset, host, stack)
     live = LiveStore(engine.ruleset, engine.load)
     stopping = reload = False
@@ -167,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
         _log(f"started: tap {taps}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}"
              + (f", status {args.status}" if status and stack is not None else ""))
         gw.run(lambda: stopping, between)
+        if stack is not None and hasattr(stack, "abort_all"):
+            # the gateway's own connections end with a reset, not silence
+            stack.abort_all()
+            gw.emit(engine.stack_output(time.monotonic()))
         st = gw.status()
         frames = {f"{i['name']}_{k}": i[k] for i in st["interfaces"] for k in ("rx_frames", "tx_frames")}
         counts = ", ".join(f"{k} {v}" for k, v in sorted({**st["counters"], **frames}.items()) if v)
