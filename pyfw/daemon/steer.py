@@ -22,8 +22,12 @@ PREROUTING inside -> an inside prefix      source ^ destination  same, embedded
 PREROUTING inside -> elsewhere             destination           embedded src
 OUTPUT to lo                               source ^ destination  same, embedded
 OUTPUT out an outside interface            destination           embedded src
-OUTPUT out an inside interface             destination           embedded dst
+OUTPUT out an inside interface             destination           embedded dst (*)
 =========================================  ====================  ==============
+
+(*) embedded src when the quoted packet was addressed to the gateway itself
+(its port unreachable to a lan host): the program compares the quoted
+destination with the gateway's addresses (up to MAX_LOCAL of them).
 
 An ICMP error belongs to the connection of the packet it quotes, so its key
 is taken from the quoted header, the side that is remote for the quoted
@@ -41,9 +45,9 @@ connection, as with a conntrack table flushed under it): NAT that rewrites
 the remote side as well, i.e. DNAT/REDIRECT of outbound connections
 (transparent proxies, DNS redirection), hairpin NAT, NAT between two
 inside interfaces; and an ICMP error the gateway sends inside about a
-packet that was addressed to itself.  Per-packet state outside conntrack
-(`limit`, `hashlimit`, `recent`, `statistic --mode nth`, `quota`) is per
-worker too.  A packet too short for the program falls to the last worker.
+packet addressed to one of its addresses past MAX_LOCAL.  Per-packet state
+outside conntrack (`limit`, `hashlimit`, `recent`, `statistic --mode nth`,
+`quota`) is per worker too.  A packet too short for the program falls to the last worker.
 
 Packets accepted at PREROUTING whose source the engine rewrote come back at
 mangle POSTROUTING marked with their worker's own POST mark
@@ -70,6 +74,7 @@ RET_K = 0x06
 
 ICMP_ERRORS = (3, 4, 5, 11, 12)  # unreachable, source quench, redirect, time exceeded, parameter problem
 KEYS = ("src", "dst", "xor")
+MAX_LOCAL = 32  # local addresses a program compares (xt_bpf takes 64 instructions)
 MAX_WORKERS = 256
 
 POST_MARK_BASE = 0x5100  # worker k's POST mark is (POST_MARK_BASE + k) << 16
@@ -133,10 +138,19 @@ def _load_key(kind: str, embedded: bool) -> list[Insn | str]:
     return [(ld, 0, 0, base + 12), (ST, 0, 0, 0), (ld, 0, 0, base + 16), (LDX_MEM, 0, 0, 0), (ALU_XOR_X, 0, 0, 0)]
 
 
-def program(kind: str, error_kind: str, n: int, k: int) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program matching the packets whose key falls to worker k of n."""
+def program(kind: str, error_kind: str, n: int, k: int,
+            local: Sequence[int] = ()) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program matching the packets whose key falls to worker k
+    of n.  With `local` (error_kind "dst" only): an error quoting a packet
+    addressed to one of these (the gateway's own) is keyed by the quoted
+    source instead, the remote end of that connection."""
     if kind not in KEYS or error_kind not in KEYS:
         raise ValueError(f"unknown key kind {kind}/{error_kind}")
+    local = list(local)[:MAX_LOCAL] if error_kind == "dst" else []
+    error_key: list[Insn | str] = [*_load_key(error_kind, True)]
+    if local:
+        error_key += [(JEQ_K, "to-local", 0, a) for a in local]
+        error_key += [(JA, "hash", 0, 0), "to-local", *_load_key("src", True)]
     items: list[Insn | str] = [
         (LD_B_ABS, 0, 0, 9),
         (JEQ_K, 0, "plain", 1),
@@ -146,7 +160,7 @@ def program(kind: str, error_kind: str, n: int, k: int) -> list[tuple[int, int, 
         (LD_B_IND, 0, 0, 0),
     ]
     items += [(JEQ_K, "error", 0, t) for t in ICMP_ERRORS]
-    items += [(JA, "plain", 0, 0), "error", *_load_key(error_kind, True), (JA, "hash", 0, 0),
+    items += [(JA, "plain", 0, 0), "error", *error_key, (JA, "hash", 0, 0),
               "plain", *_load_key(kind, False),
               "hash", (TAX, 0, 0, 0), (ALU_RSH_K, 0, 0, 16), (ALU_XOR_X, 0, 0, 0),
               (TAX, 0, 0, 0), (ALU_RSH_K, 0, 0, 8), (ALU_XOR_X, 0, 0, 0), (ALU_MOD_K, 0, 0, n),
@@ -165,6 +179,7 @@ class Topology:
 
     outside: tuple[str, ...]
     inside_prefixes: tuple[str, ...]
+    local_addresses: tuple[str, ...] = ()
 
 
 def read_topology(outside: Sequence[str] = ()) -> Topology:
@@ -186,7 +201,10 @@ def read_topology(outside: Sequence[str] = ()) -> Topology:
             continue
         net = ipaddress.ip_network(dst if "/" in dst else dst + "/32", strict=False)
         prefixes.append(str(net))
-    return Topology(outs, tuple(dict.fromkeys(prefixes)))
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show"], check=True, capture_output=True, text=True).stdout
+    local = [a["local"] for link in json.loads(out or "[]") if link.get("ifname") != "lo"
+             for a in link.get("addr_info", []) if a.get("family") == "inet" and "local" in a]
+    return Topology(outs, tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(local)))
 
 
 # (table, chain, rule-spec)
@@ -200,10 +218,14 @@ def worker_rules(num: int, n: int, topo: Topology, tag: list[str],
     if not 2 <= n <= MAX_WORKERS:
         raise ValueError(f"workers must be 2-{MAX_WORKERS}")
 
-    def spread(table: str, chain: str, match: list[str], kind: str, error_kind: str) -> list[Rule]:
+    local = [int(ipaddress.IPv4Address(a)) for a in topo.local_addresses]
+
+    def spread(table: str, chain: str, match: list[str], kind: str, error_kind: str,
+               to_local: Sequence[int] = ()) -> list[Rule]:
         rules: list[Rule] = []
         for k in range(n):
-            prog = [] if k == n - 1 else ["-m", "bpf", "--bytecode", bytecode(program(kind, error_kind, n, k))]
+            prog = [] if k == n - 1 else ["-m", "bpf", "--bytecode",
+                                          bytecode(program(kind, error_kind, n, k, to_local))]
             rules.append((table, chain, [*match, *prog, *tag, *queue(num + k)]))
         return rules
 
@@ -221,7 +243,7 @@ def worker_rules(num: int, n: int, topo: Topology, tag: list[str],
     out += spread("raw", "OUTPUT", [*own, "-o", "lo"], "xor", "xor")
     for dev in topo.outside:
         out += spread("raw", "OUTPUT", [*own, "-o", dev], "dst", "src")
-    out += spread("raw", "OUTPUT", own, "dst", "dst")
+    out += spread("raw", "OUTPUT", own, "dst", "dst", local)
     post: list[Rule] = [("mangle", "POSTROUTING", ["-m", "mark", "--mark", f"{post_mark(k):#x}/{OWN_MASK:#x}",
                                                    *tag, *queue(num + k)]) for k in range(n)]
     return pre + out + post

@@ -68,8 +68,9 @@ def ip(src: int, dst: int, proto: int, payload: bytes, frag: int = 0, ihl: int =
 A, B = 0x0A480102, 0xCB007109  # 10.72.1.2, 203.0.113.9
 
 
-def workers_matching(pkt: bytes, kind: str, err: str, n: int) -> list[int]:
-    return [k for k in range(n) if run_bpf(steer.program(kind, err, n, k), pkt)]
+def workers_matching(pkt: bytes, kind: str, err: str, n: int, local: list[int] | None = None) -> list[int]:
+    last = [] if any(run_bpf(steer.program(kind, err, n, k, local or ()), pkt) for k in range(n - 1)) else [n - 1]
+    return [k for k in range(n - 1) if run_bpf(steer.program(kind, err, n, k, local or ()), pkt)] + last
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
@@ -92,7 +93,7 @@ def test_every_packet_matches_its_bucket(n: int, kind: str, err: str) -> None:
 
 def test_short_packet_matches_no_program() -> None:
     # the kernel rules give it to the last worker, which needs no program
-    assert workers_matching(b"\x45\0\0\x10" + b"\0" * 6, "src", "dst", 3) == []
+    assert not any(run_bpf(steer.program("src", "dst", 3, k), b"\x45\0\0\x10" + b"\0" * 6) for k in range(3))
     assert len(steer.program("xor", "xor", 3, 1)) <= 64  # xt_bpf's limit
 
 
@@ -120,3 +121,19 @@ def test_rules_cover_every_class_once_per_worker() -> None:
     assert [p[3] for p in posts] == [f"{steer.post_mark(k):#x}/0xffff0000" for k in range(3)]
     with pytest.raises(ValueError):
         steer.worker_rules(7, 1, topo, tag, lambda q: [])
+
+
+def test_error_about_a_packet_to_the_gateway_is_keyed_by_its_sender() -> None:
+    """The gateway's own port unreachable to a lan host (OUTPUT, out inside):
+    keyed like the lan host's packets to the gateway, by the lan host."""
+    gw_in, gw_out, lan, remote = 0x0A490101, 0xCB007101, 0x0A490102, 0xCB007109
+    for n in (2, 3):
+        for host in range(lan, lan + 12):
+            quoted = ip(host, gw_in, 17, b"\0" * 8)
+            err = ip(gw_in, host, 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + quoted)
+            got = workers_matching(err, "dst", "dst", n, local=[gw_in, gw_out])
+            assert got == [steer.bucket(host, n)]
+            # an error about a forwarded packet still goes by the quoted destination
+            fwd = ip(gw_in, host, 1, bytes([11, 0, 0, 0, 0, 0, 0, 0]) + ip(host, remote + host, 6, b"\0" * 8))
+            assert workers_matching(fwd, "dst", "dst", n, local=[gw_in, gw_out]) == [steer.bucket(remote + host, n)]
+    assert len(steer.program("dst", "dst", 3, 0, list(range(100)))) <= 64

@@ -223,6 +223,7 @@ COMMIT
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
+-A OUTPUT -m conntrack --ctstate INVALID -j DROP
 -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 {reject}-A FORWARD -i {lab.gl} -j ACCEPT
 -A FORWARD -i {lab.gwn} -d 10.73.1.2 -p tcp --dport 80 -j ACCEPT
@@ -272,6 +273,9 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         # UDP port's unreachable comes back through MASQUERADE as "refused"
         r = clients(lab, lab.lan, [("udp", "10.73.1.2", a, 5354) for a in WAN])
         assert r["errors"] == ["refused"] * len(WAN), r
+        # ... and the gateway's own, about a datagram to a closed port of its own
+        r = clients(lab, lab.lan, [("udp", a, "10.73.1.1", 5354) for a in ("10.73.1.2", "10.73.1.3")])
+        assert r["errors"] == ["refused"] * 2, r
         # ... and so does a router's error, whichever worker its sender's address falls to
         r = clients(lab, lab.lan, [("udp", "10.73.1.2", f"{FAR_NET}.{i}", 53) for i in range(1, 9)])
         assert r["errors"] == ["EHOSTUNREACH"] * 8, r
