@@ -161,7 +161,8 @@ class Gateway:
 
     # ------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
-        """Counters, connection table and interfaces (the status page's data)."""
+        """Counters, connection table and interfaces (the status page's data);
+        the rules with their packet and byte counters as pyfw-save -c prints them."""
         eng = self.engine
         now = self.clock()
         host = eng.host
@@ -181,6 +182,10 @@ class Gateway:
         out = {"host": host.name, "uptime": round(now - self.started, 3), "interfaces": ifaces,
                "counters": counters, "conntrack": eng.ct.format(now).splitlines(),
                "conntrack_stats": eng.ct.stats(), "neighbours": neigh}
+        from pyfw.ruleset.format import save_table
+
+        out["rules"] = [line for t in eng.ruleset.tables.values()
+                        for line in save_table(t, True).splitlines() if not line.startswith("#")]
         stack = eng.stack
         if hasattr(stack, "stats"):
             out["tcp"] = stack.stats()

@@ -189,6 +189,9 @@ def test_status_page_from_the_lan(lab: TapLab) -> None:
         next(n for n in st["neighbours"] if n["ip"] == "10.77.1.2").items()
     # the connection table holds this very request, as conntrack -L prints it
     assert any("dport=8000" in line and "src=10.77.1.2" in line for line in st["conntrack"]), st["conntrack"]
+    # the rules with their counters: MASQUERADE has counted the connection above
+    masq = next(line for line in st["rules"] if "MASQUERADE" in line)
+    assert re.match(r"\[[1-9]\d*:\d+\] -A POSTROUTING -o eth1 -j MASQUERADE", masq), masq
     code, page = curl(lab, lab.lan, "http://10.77.1.1:8000/")
     assert code == 0 and "<h1>pyfw status</h1>" in page and "eth0" in page
     # the INPUT chain guards it like any local service: not from the wan
@@ -268,5 +271,17 @@ def test_stop_leaves_nothing(tmp_path: Path) -> None:
         assert not os.path.exists(sock)
         links = sh("ip", "-o", "link", ns=lab.gw).stdout
         assert lab.tapl not in links and lab.tapw not in links
+        # killed outright: the devices go with the process, and the next
+        # daemon takes over the stale socket
+        lab.start(tmp_path, RULES)
+        assert lab.daemon is not None
+        lab.daemon.kill()
+        lab.daemon.wait(timeout=10)
+        lab.daemon = None
+        links = sh("ip", "-o", "link", ns=lab.gw).stdout
+        assert lab.tapl not in links and lab.tapw not in links
+        lab.start(tmp_path, RULES)
+        assert ping(lab.lan, "10.77.1.1").returncode == 0
+        assert lab.stop() == 0, lab.log
     finally:
         lab.down()
