@@ -57,6 +57,7 @@ _PKT_HDR = struct.Struct("!IHB")
 # nlmsghdr, nfgenmsg (family, version, res_id as stored) and NFQA_VERDICT_HDR, in one
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 _MARK_ATTR = struct.Struct("=HHI")
+_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -237,18 +238,25 @@ class NfQueue:
 
     def verdict(self, pid: int, verdict: int, payload: bytes | None, mark: int | None) -> None:
         """Queue the verdict on packet `pid`; flush() sends what is queued."""
-        self.held.discard(pid)
+        if self.held:
+            self.held.discard(pid)
+        out = self._out
         length = 32
-        tail = b""
         if mark is not None:
-            tail = _MARK_ATTR.pack(8, NFQA_MARK, htonl(mark & 0xFFFFFFFF))
             length += 8
         if payload is not None:
-            tail += _ATTR.pack(4 + len(payload), NFQA_PAYLOAD) + payload + b"\0" * (-len(payload) % 4)
-            length += 4 + len(payload) + (-len(payload) % 4)
-        head = _VERDICT.pack(length, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, 0, socket.AF_UNSPEC, 0,
-                             self._res_id, 12, NFQA_VERDICT_HDR, htonl(verdict), htonl(pid))
-        self._out.append(head + tail if tail else head)
+            pad = -len(payload) % 4
+            length += 4 + len(payload) + pad
+        out.append(_VERDICT.pack(length, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, 0, socket.AF_UNSPEC, 0,
+                                 self._res_id, 12, NFQA_VERDICT_HDR, htonl(verdict), htonl(pid)))
+        if mark is not None:
+            out.append(_MARK_ATTR.pack(8, NFQA_MARK, htonl(mark & 0xFFFFFFFF)))
+        if payload is not None:
+            # the parts are joined once, at flush
+            out.append(_ATTR.pack(4 + len(payload), NFQA_PAYLOAD))
+            out.append(payload)
+            if pad:
+                out.append(_PAD[pad])
         self._out_bytes += length
         if self._out_bytes >= FLUSH_BYTES:
             self.flush()
@@ -256,7 +264,8 @@ class NfQueue:
     def accept_plain(self, pid: int) -> None:
         """ACCEPT without changes: one NFQNL_MSG_VERDICT_BATCH at flush covers every such
         packet (it accepts all ids up to its own still queued), unless a held packet is among them."""
-        self.held.discard(pid)
+        if self.held:
+            self.held.discard(pid)
         self._plain.append(pid)
         if len(self._plain) >= BATCH:
             self.flush()
@@ -293,6 +302,9 @@ class NfQueue:
         hwaddr: bytes | None = None
         payload = b""
         unpack_attr = _ATTR.unpack_from
+        if off + 12 <= end and unpack_attr(buf, off) == (11, NFQA_PACKET_HDR):  # where the kernel puts it
+            pid, hw, hook = _PKT_HDR.unpack_from(buf, off + 4)
+            off += 12
         while off + 4 <= end:
             alen, atype = unpack_attr(buf, off)
             if alen < 4:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
 from typing import Any
 
@@ -92,13 +91,18 @@ def _post_key(ip: bytes) -> bytes:
     return ip[:8] + ip[9:10] + ip[12:]
 
 
-def _ip_checksum_fix(data: bytearray) -> None:
-    ihl = (data[0] & 0x0F) * 4
-    data[10:12] = b"\0\0"
-    s = sum(struct.unpack_from(f"!{ihl // 2}H", data, 0))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    struct.pack_into("!H", data, 10, ~s & 0xFFFF)
+def _ttl_back(frame: bytes) -> bytes:
+    """The IP packet in `frame` with its TTL one higher (the kernel takes it off
+    again as it forwards), the header checksum updated for it (RFC 1624)."""
+    out = bytearray(frame[14:])
+    if out[8] < 255:
+        out[8] += 1
+        c = (~((out[10] << 8) | out[11]) & 0xFFFF) + 0x100  # ~HC + m' - m: the TTL's byte is the high one
+        c = (c & 0xFFFF) + (c >> 16)
+        c = ~c & 0xFFFF
+        out[10] = c >> 8
+        out[11] = c & 0xFF
+    return bytes(out)
 
 
 def _queue_class() -> Any:
@@ -247,10 +251,7 @@ class Adapter:
                 return
             else:
                 # the kernel decrements the TTL itself when it forwards
-                out = bytearray(own[0].frame[14:])
-                out[8] = min(out[8] + 1, 255)
-                _ip_checksum_fix(out)
-                new = bytes(out)
+                new = _ttl_back(own[0].frame)
         if new is not None and new != data:
             qp.set_payload(new)
         if eng.mark and eng.mark != qp.get_mark():

@@ -181,3 +181,20 @@ def test_malformed_messages_are_skipped(junk: bytes) -> None:
     q, _sock = fake_queue([junk, packet_message(5, 0, b"ok")], lambda p: calls.append(p.id) or p.accept())
     q.run(block=False)
     assert calls == [5]
+
+
+def test_ttl_back_keeps_the_header_checksum_valid() -> None:
+    import random
+
+    from pyfw.daemon.nfqueue import _ttl_back
+    from pyfw.wire.checksum import checksum
+
+    rnd = random.Random(5)
+    for ttl in [0, 1, 63, 64, 254, 255] + [rnd.randrange(256) for _ in range(200)]:
+        hdr = bytearray(rnd.randbytes(20))
+        hdr[0], hdr[8], hdr[10:12] = 0x45, ttl, b"\0\0"
+        struct.pack_into("!H", hdr, 10, checksum(bytes(hdr)))
+        out = _ttl_back(b"\x02" * 14 + bytes(hdr) + b"data")
+        assert out[8] == min(ttl + 1, 255)
+        assert out[:8] == hdr[:8] and out[9:10] == hdr[9:10] and out[12:] == hdr[12:] + b"data"
+        assert checksum(out[:20]) in (0, 0xFFFF)
