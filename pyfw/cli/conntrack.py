@@ -94,6 +94,8 @@ _STATUS_WORDS = (("ASSURED", 1 << 2), ("SEEN_REPLY", 1 << 1), ("UNSET", 0), ("FI
 _EVENT_WORDS = (("ALL", 7), ("NEW", 1), ("UPDATES", 2), ("DESTROY", 4))
 _OUTPUT_WORDS = (("xml", 1), ("extended", 2), ("timestamp", 4), ("id", 8), ("ktimestamp", 16), ("labels", 32))
 OUT_XML, OUT_EXT, OUT_TMS, OUT_ID = 1, 2, 4, 8
+XML_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n'
+XML_TAIL = "</conntrack>\n"
 EVENT_BITS = {"NEW": 1, "UPDATE": 2, "DESTROY": 4}
 
 
@@ -726,6 +728,8 @@ def run(argv: list[str]) -> Result:
     if problem:
         return Result(int(answer.get("rc", 1)), "", f"{warn}{problem}")
     lines = "".join(line + "\n" for line in answer.get("lines", []))
+    if q.command == "L" and q.output & OUT_XML and lines:
+        lines = XML_HEAD + lines + XML_TAIL
     if q.command == "EF":
         return Result(0, "", f"{warn}{HEAD}expectation table has been emptied.\n")
     if q.command == "F":
@@ -773,7 +777,9 @@ def follow(argv: list[str], out: Any = None, err: Any = None) -> int:
             return int(answer.get("rc", 1))
         for raw in f:
             line = _with_progname(raw.decode("utf-8", "replace"))
-            if q.output & OUT_TMS:
+            if q.output & OUT_XML and not shown:
+                out.write(XML_HEAD)
+            if q.output & OUT_TMS and not q.output & OUT_XML:
                 t = time.time()
                 line = f"[{int(t):08d}.{int(t * 1e6) % 1000000:06d}]\t{line}"
             out.write(line)
@@ -784,6 +790,9 @@ def follow(argv: list[str], out: Any = None, err: Any = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if q.output & OUT_XML and shown:
+            out.write(XML_TAIL)
+            out.flush()
         for sig, handler in zip((signal.SIGTERM, signal.SIGINT), old):
             signal.signal(sig, handler)
         s.close()

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyfw.cli.conntrack import EVENT_BITS, OUT_EXT, OUT_ID, Query
-from pyfw.engine.api import IPS_DST_NAT_DONE, IPS_SRC_NAT_DONE
+from pyfw.cli.conntrack import EVENT_BITS, OUT_EXT, OUT_ID, OUT_XML, Query
+from pyfw.engine.api import IPS_ASSURED, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE
 from pyfw.engine.conntrack import Conn, Conntrack, Listener, format_entry, format_event
 
 MAX_BACKLOG = 1 << 20  # bytes of events a slow -E reader may fall behind before it is dropped
@@ -119,7 +119,9 @@ def matches(q: Query, c: Conn) -> bool:
 
 
 def entry_line(q: Query, c: Conn, now: float) -> str:
-    """The -L/-D line with -o extended/id."""
+    """The -L/-D line with -o extended/id (or -o xml's <flow>)."""
+    if q.output & OUT_XML:
+        return xml_flow(c, now, None)
     line = format_entry(c, now)
     if q.output & OUT_EXT:
         line = "ipv4     2 " + line
@@ -129,6 +131,8 @@ def entry_line(q: Query, c: Conn, now: float) -> str:
 
 
 def event_line(q: Query, kind: str, c: Conn, now: float, portid: int) -> str:
+    if q.output & OUT_XML:
+        return xml_flow(c, now, kind)
     line = format_event(kind, c, now, portid)
     if q.output & OUT_EXT:
         tag, rest = line[:10], line[10:]
@@ -136,6 +140,53 @@ def event_line(q: Query, kind: str, c: Conn, now: float, portid: int) -> str:
     if q.output & OUT_ID:
         line += f" id={c.id}"
     return line
+
+
+def _xml_dir(name: str, t: Any, acct: list[int] | None, d: int) -> str:
+    from pyfw.engine.conntrack.table import PROTO_NAMES
+
+    p = t.proto
+    l4 = f"<sport>{t.sport}</sport><dport>{t.dport}</dport>" if p in _PORT_PROTOS else ""
+    s = (f'<meta direction="{name}"><layer3 protonum="2" protoname="ipv4"><src>{_dotted(t.src)}</src>'
+         f'<dst>{_dotted(t.dst)}</dst></layer3><layer4 protonum="{p}" protoname="{PROTO_NAMES.get(p, "unknown")}">'
+         f"{l4}</layer4>")
+    if acct is not None:
+        s += f"<counters><packets>{acct[2 * d]}</packets><bytes>{acct[2 * d + 1]}</bytes></counters>"
+    return s + "</meta>"
+
+
+def xml_flow(c: Conn, now: float, event: str | None) -> str:
+    """One <flow> of `conntrack -o xml` (libnetfilter_conntrack's XML):
+    a listing shows the use count, an event its type and no use count."""
+    from pyfw.engine.conntrack.tcp import STATE_NAMES
+
+    kind = f' type="{event.lower()}"' if event else ""
+    s = f"<flow{kind}>" + _xml_dir("original", c.orig, c.acct, 0) + _xml_dir("reply", c.reply, c.acct, 1)
+    s += '<meta direction="independent">'
+    if c.orig.proto == 6 and c.proto_state is not None:
+        s += f"<state>{STATE_NAMES[c.proto_state.state]}</state>"
+    left = c.remaining(now)
+    if left or event != "DESTROY":
+        s += f"<timeout>{left}</timeout>"
+    if event is None or c.mark:
+        s += f"<mark>{c.mark}</mark>"
+    if c.zone:
+        s += f"<zone>{c.zone}</zone>"
+    if event is None:
+        s += "<use>1</use>"
+    s += f"<id>{c.id}</id>"
+    if c.status & IPS_ASSURED:
+        s += "<assured/>"
+    if not c.status & IPS_SEEN_REPLY:
+        s += "<unreplied/>"
+    return s + "</meta></flow>"
+
+
+def _dotted(a: int) -> str:
+    return f"{a >> 24 & 255}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}"
+
+
+_PORT_PROTOS = frozenset({6, 17, 33, 132, 136})
 
 
 def stats_line(cpu: int, ct: Conntrack) -> str:

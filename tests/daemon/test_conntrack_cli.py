@@ -372,8 +372,24 @@ def _norm(text: str) -> list[str]:
         line = _MASK.sub(r"\1T ", line)
         line = re.sub(r" id=\d+$", " id=N", line) if " use=1 id=" in line else line
         line = re.sub(r"portid=\d+", "portid=N", line)
+        line = re.sub(r"<timeout>\d+</timeout>", "<timeout>T</timeout>", line)
+        line = re.sub(r"<id>\d+</id>", "<id>N</id>", line)
         out.append(" ".join(line.split()))
     return sorted(out)
+
+
+def _destroys_sorted(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    run: list[str] = []
+    for line in [*lines, ""]:
+        if line.startswith("[DESTROY]"):
+            run.append(line)
+            continue
+        out += sorted(run)
+        run = []
+        if line:
+            out.append(line)
+    return out
 
 
 DIFF_ARGS = [
@@ -385,9 +401,11 @@ DIFF_ARGS = [
     ["-L", "--dst-nat"], ["-L", "--src-nat", "203.0.113.1"], ["-L", "--dst-nat", "192.168.10.3"],
     ["-L", "-p", "tcp", "--dst-nat", "192.168.10.3:80"], ["-L", "-j"], ["-L", "--any-nat", "192.168.10.3"],
     ["-L", "--mark", "5"], ["-L", "-m", "0x4/0x4"], ["-L", "-u", "ASSURED"], ["-L", "-u", "SEEN_REPLY"],
-    ["-L", "-o", "extended"], ["-L", "-o", "id"], ["-L", "-f", "ipv6"], ["-C"], ["-L", "-p", "foo"],
+    ["-L", "-o", "extended"], ["-L", "-o", "id"], ["-L", "-o", "xml"], ["-L", "-p", "tcp", "-o", "xml,id"],
+    ["-L", "-p", "sctp", "-o", "xml"], ["-L", "-z"], ["-L", "-f", "ipv6"], ["-C"], ["-L", "-p", "foo"],
     ["-C", "-p", "tcp"], ["-X"], ["-L", "-p", "tcp", "--state", "BAD"], ["-D", "-p", "udp", "--dport", "9"],
-    ["-D", "-p", "udp", "--dport", "53"], ["-L", "-p", "udp"], ["-C"],
+    ["-D", "-p", "udp", "--dport", "53"], ["-L", "-p", "udp"], ["-C"], ["-D", "-p", "icmp", "-o", "xml"],
+    ["-F"], ["-C"], ["-L"],
 ]
 
 
@@ -485,6 +503,8 @@ def test_like_the_kernels_conntrack(tmp_path: Path) -> None:
     # the reader names the deleting program if it still runs: racy either side
     k_events = [re.sub(r"portid=\d+( progname=\S+)?", "portid=N", x) for x in k_events]
     p_events = [re.sub(r"portid=\d+( progname=\S+)?", "portid=N", x) for x in p_events]
+    # a flush destroys in hash order: compare each run of DESTROY lines as a set
+    k_events, p_events = _destroys_sorted(k_events), _destroys_sorted(p_events)
     if k_events != p_events:
         problems.append("conntrack -E:\n  kernel " + "\n         ".join(k_events)
                         + "\n  pyfw   " + "\n         ".join(p_events))
@@ -498,3 +518,23 @@ def test_progname_of_a_live_deleter() -> None:
         comm = f.read().strip()
     assert cc._with_progname(line) == line[:-1] + f" progname={comm}\n"
     assert cc._with_progname("[DESTROY] udp [USERSPACE] portid=999999999\n").endswith("portid=999999999\n")
+
+
+def test_xml_output(gw: Gateway) -> None:
+    gw.traffic()
+    gw.engine.now += 0.05
+    rc, out, err = gw.run("-L", "-p", "udp", "-o", "xml")
+    flow = re.sub(r"<id>\d+</id>", "<id>N</id>", out.splitlines()[2])
+    assert out.splitlines()[:2] == ['<?xml version="1.0" encoding="utf-8"?>', "<conntrack>"]
+    assert out.splitlines()[3:] == ["</conntrack>"]
+    assert flow == (
+        '<flow><meta direction="original"><layer3 protonum="2" protoname="ipv4"><src>192.168.1.10</src>'
+        '<dst>8.8.8.8</dst></layer3><layer4 protonum="17" protoname="udp"><sport>5000</sport><dport>53</dport>'
+        '</layer4></meta><meta direction="reply"><layer3 protonum="2" protoname="ipv4"><src>8.8.8.8</src>'
+        '<dst>203.0.113.1</dst></layer3><layer4 protonum="17" protoname="udp"><sport>53</sport>'
+        '<dport>5000</dport></layer4></meta><meta direction="independent"><timeout>29</timeout><mark>5</mark>'
+        '<use>1</use><id>N</id></meta></flow>')
+    assert gw.run("-L", "-p", "gre", "-o", "xml") == (0, "", HEAD + "0 flow entries have been shown.\n")
+    rc, out, err = gw.run("-D", "-p", "icmp", "-o", "xml")
+    assert rc == 0 and out.startswith("<flow>") and "<layer4 protonum=\"1\" protoname=\"icmp\"></layer4>" in out
+    assert out.rstrip().endswith("<unreplied/></meta></flow>") and out.count("\n") == 1
