@@ -19,6 +19,7 @@ from pyfw.tap import vnet
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
+TUNSETVNETLE = 0x400454DC
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -49,6 +50,8 @@ class TapDevice:
             fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
             if offload:
                 fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", vnet.HDR_LEN))
+                with contextlib.suppress(OSError):  # the header is little-endian (pyfw.tap.vnet)
+                    fcntl.ioctl(self.fd, TUNSETVNETLE, struct.pack("i", 1))
                 fcntl.ioctl(self.fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN)
         except OSError as exc:
             os.close(self.fd)

@@ -89,12 +89,15 @@ class Gateway:
             st.otherhost += 1
             return
         eng = self.engine
-        res = eng.receive_frame(frame, iface, now, hdr)
-        if res.emitted:
-            self.emit(res.emitted)
-        if eng.stack_pending:
-            eng.stack_pending = False
-            self.emit(eng.stack_output(now))
+        try:
+            res = eng.receive_frame(frame, iface, now, hdr)
+            if res.emitted:
+                self.emit(res.emitted)
+            if eng.stack_pending:
+                eng.stack_pending = False
+                self.emit(eng.stack_output(now))
+        except Exception:  # a bad frame is counted, never the end of the loop
+            self._count("adapter_error")
 
     def drain(self, iface: str) -> None:
         dev = self.devices[iface]
@@ -115,7 +118,10 @@ class Gateway:
         eng = self.engine
         deadline = eng.neigh.next_deadline()
         if deadline is not None and deadline <= now:
-            self.emit(eng.neigh_timers(now))
+            try:
+                self.emit(eng.neigh_timers(now))
+            except Exception:
+                self._count("timer_error")
         deadline = eng.stack.next_deadline()
         if eng.stack_pending or (deadline is not None and deadline <= now):
             eng.stack_pending = False

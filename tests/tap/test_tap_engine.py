@@ -170,3 +170,42 @@ def test_local_delivery_goes_to_the_stack_and_closed_ports_get_a_reset() -> None
     res = eng.receive_frame(bytes(tcp_frame(10, partial=False, dst=me, dport=9, flags=0x02)), "eth0", 1.0, None)
     [rst] = res.emitted
     assert rst.frame[:6] == LAN and rst.frame[23] == 6 and rst.frame[47] & 0x04
+
+
+def test_random_frames_and_headers_never_raise() -> None:
+    import random
+
+    from pyfw.tap.loop import Gateway
+
+    class NullDev:
+        name = "x"
+        offload = True
+
+        def fileno(self) -> int:
+            return 0
+
+        def write(self, hdr: bytes, frame: bytes) -> bool:
+            return True
+
+    eng = engine()
+    learn(eng)
+    gw = Gateway.__new__(Gateway)  # no selector: only the frame path
+    gw.engine, gw.devices, gw.faults, gw.stats = eng, {"eth0": NullDev(), "eth1": NullDev()}, None, {}  # type: ignore[dict-item]
+    from pyfw.tap.loop import IfStats
+
+    gw.ifstats = {"eth0": IfStats(), "eth1": IfStats()}
+    gw.macs = {"eth0": GW, "eth1": bytes.fromhex("020000000002")}
+    rng = random.Random(11)
+    good = bytes(tcp_frame(3000, partial=True))
+    for i in range(3000):
+        hdr = bytes([rng.choice((0, 1, 2, 3)), rng.choice((0, 1, 3, 4, 0x81)), *rng.randbytes(8)])
+        base = bytearray(good[:rng.randrange(0, len(good))] if i % 3 else good)
+        for _ in range(rng.randrange(0, 6)):
+            if base:
+                base[rng.randrange(len(base))] = rng.randrange(256)
+        if len(base) >= 6 and i % 2:
+            base[:6] = GW
+        gw.frame(rng.choice(("eth0", "eth1")), hdr + bytes(base), 1.0 + i * 0.001)
+    assert "adapter_error" not in gw.stats, gw.stats
+    assert eng.stats.get("engine_error", 0) == 0, eng.stats
+    eng.neigh_timers(100.0)
