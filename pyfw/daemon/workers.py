@@ -22,6 +22,8 @@ Counters: each worker counts its own packets.  The union is the per-rule
 sum, rules identified by their position (table, chain, index) in a
 ruleset all workers share; a new ruleset goes to worker 0 with the counters
 the parent holds and to the others zeroed, so the sum stays the total.
+The connection table's limit (nf_conntrack_max, --conntrack-max) is the
+gateway's: each worker holds up to its N-th part.
 
 A worker that dies is started again with the ruleset and the counters it
 had at the last command (its connections are gone, as after a flush of its
@@ -125,6 +127,11 @@ class Worker:
             events.setblocking(False)
         self.subs: dict[int, Any] = {}  # the -E readers' listeners on this worker's table
         self.engine = LiveEngine(ruleset, host)
+        workers = int(opts.get("workers") or 1)
+        ct_max = self.engine.ct.cfg.max
+        if workers > 1 and ct_max > 0:
+            # nf_conntrack_max bounds the gateway, not each share of it
+            self.engine.ct.set_sysctl("net.netfilter.nf_conntrack_max", -(-ct_max // workers))
         self.adapter = Adapter(num + k, self.engine, fail_open=bool(opts.get("fail_open")),
                                queue_len=opts.get("queue_len") or QUEUE_LEN)
         self.adapter.post_mark = post_mark(k)
@@ -463,7 +470,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
     last = args.nfqueue + n - 1
     rules = worker_steering(args.nfqueue, n, topo, args.fail_open, args.ipv6)
     steering = rules.steering
-    opts = {"fail_open": args.fail_open, "queue_len": args.queue_len, "syslog": args.syslog}
+    opts = {"fail_open": args.fail_open, "queue_len": args.queue_len, "syslog": args.syslog, "workers": n}
     try:
         pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")), opts=opts)
     except (OSError, WorkerDied) as exc:

@@ -76,10 +76,11 @@ import errno, json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
 jobs = json.loads(sys.argv[1])
 def one(job):
-    proto, src, host, port = job
+    proto, src, host, port, *rest = job
+    timeout = rest[0] if rest else 3
     try:
         if proto == "tcp":
-            s = socket.socket(); s.settimeout(3); s.bind((src, 0)); s.connect((host, port))
+            s = socket.socket(); s.settimeout(timeout); s.bind((src, 0)); s.connect((host, port))
             s.sendall(b"hi"); data = b""
             while True:
                 b = s.recv(65536)
@@ -89,7 +90,7 @@ def one(job):
             s.close()
             head, _, rest = data.partition(b"\n")
             return "ok", head.decode() if len(rest) == 6000 else f"short {len(rest)}"
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.bind((src, 0))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout); s.bind((src, 0))
         s.connect((host, port)); s.send(b"hi"); return "ok", s.recv(200).decode()
     except ConnectionRefusedError:
         return "error", "refused"
@@ -168,7 +169,8 @@ def lab() -> Iterator[Lab]:
         lab.down()
 
 
-def clients(lab: Lab, ns: str, jobs: list[tuple[str, str, str, int]]) -> dict[str, list[str]]:
+def clients(lab: Lab, ns: str, jobs: list[tuple[str, str, str, int]] | list[tuple[str, str, str, int, float]]
+            ) -> dict[str, list[str]]:
     return json.loads(sh(PY, "-c", CLIENT, json.dumps(jobs), ns=ns).stdout)  # type: ignore[no-any-return]
 
 
@@ -231,10 +233,11 @@ COMMIT
 """
 
 
-def start_daemon(lab: Lab, rules_file: Path, sock: str) -> subprocess.Popen[str]:
+def start_daemon(lab: Lab, rules_file: Path, sock: str, *extra: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = lab.spawn(lab.gw, PY, "-m", "pyfw.daemon", "--nfqueue", str(QUEUE), "--workers", str(WORKERS),
-                  "--ruleset", str(rules_file), "--socket", sock, stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
+                  "--ruleset", str(rules_file), "--socket", sock, *extra,
+                  stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if p.poll() is not None:
@@ -459,3 +462,23 @@ def test_steering_follows_new_routes(lab: Lab, tmp_path: Path) -> None:
     assert rc == 0, log
     assert "steering follows the routes: outside" in log and "10.76.1.0/24" in log, log
     assert "pyfw-daemon" not in save_gw(lab)
+
+
+def test_conntrack_max_is_the_gateways(lab: Lab, tmp_path: Path) -> None:
+    """--conntrack-max bounds the union: each worker holds its share."""
+    from pyfw.cli import conntrack as cc
+
+    lab.server(lab.wan, "wan", WAN)
+    rules_file = tmp_path / "rules"
+    rules_file.write_text(ruleset(lab))
+    sock = str(tmp_path / "pyfw.sock")
+    d = start_daemon(lab, rules_file, sock, "--conntrack-max", "8")
+    try:
+        r = clients(lab, lab.lan, [("udp", src, a, 5353, 0.5) for a in WAN for src in ("10.73.1.2", "10.73.1.3")])
+        assert r["ok"] and len(r["ok"]) + len(r["errors"]) == 2 * len(WAN), r  # the rest: table full
+        assert int(cc.run(["--socket", sock, "-C"]).out) <= 8
+    finally:
+        d.send_signal(signal.SIGTERM)
+        rc = d.wait(timeout=20)
+        log = d.stderr.read() if d.stderr else ""
+    assert rc == 0, log
