@@ -3,7 +3,7 @@
 Two kinds of line.  The daemon's own events (start, reload, stop, errors),
 one line each, with facility daemon.  The packet lines of LOG and NFLOG
 rules, in the kernel's text (pyfw.engine.logtext), with facility kern and
-LOG's default level (warning), so the filters that pick the kernel's
+the rule's --log-level (NFLOG: info), so the filters that pick the kernel's
 packet log lines out of syslog (kern.*) pick these too.  On stderr a packet
 line looks as dmesg prints the kernel's: "[seconds.micros] PREFIXIN=...".
 

@@ -40,32 +40,52 @@ class LiveEngine(Engine):
         self.delivered: bytes | None = None
         self.mark: int | None = None  # the packet's mark as the rules left it
         self._flushing = False
-        self.nflog_lines: list[str] = []
+        self.level_lines: list[tuple[int, str]] = []  # LOG (its --log-level) and NFLOG (info) lines, in order
         super().__init__(ruleset, host)
 
     def load(self, ruleset: Any) -> None:
         # NFLOG's packets have no ulogd here: they become lines like LOG's
         # (the NFLOG target binds env.nflog when it compiles)
         setattr(self.env, "nflog", self._nflog)  # noqa: B010
+        setattr(self.env, "log_level", self._log_level)  # noqa: B010  (LOG's --log-level for syslog)
         super().load(ruleset)
 
-    def set_host(self, host: Any) -> None:
+    def set_host(self, host: Any) -> int:
         """The host changed (pyfw.daemon.hostwatch): routing, addresses and
-        MASQUERADE's choice follow it; connections stay."""
+        MASQUERADE's choice follow it.  Connections stay, except those
+        masqueraded to an address that is gone or out of an interface that
+        is (nf_nat_masquerade's inet and device events kill them); how many
+        went."""
+        gone = _gone(self.host, host)
         self.host = host
         self.nat.set_host(host)
         self.load(self.ruleset)  # compiled against the new host, its caches emptied
+        killed = 0
+        if gone:
+            for conn in list(self.ct.table):
+                dev = conn.masq_dev
+                if dev is None or dev not in gone:
+                    continue
+                lost = gone[dev]
+                if lost is None or conn.reply.dst in lost:
+                    killed += self.ct.kill(conn)
+        if killed:
+            self.stats["masq-flushed"] = self.stats.get("masq-flushed", 0) + killed
+        return killed
+
+    def _log_level(self, text: str, level: int) -> None:
+        self.level_lines.append((level, text))
 
     def _nflog(self, group: int, prefix: str, pkt: Packet) -> None:
         from pyfw.engine.logtext import format_packet
 
-        self.nflog_lines.append(format_packet(pkt, prefix, 0))
+        self.level_lines.append((6, format_packet(pkt, prefix, 0)))
 
     def take_lines(self) -> list[tuple[int, str]]:
-        """The LOG (level warning) and NFLOG (info) lines since the last call."""
-        out = [(4, text) for _t, text in self.logs] + [(6, text) for text in self.nflog_lines]
+        """The LOG (their --log-level) and NFLOG (info) lines since the last call."""
+        out = self.level_lines + [(4, text) for _t, text in self.logs]
+        self.level_lines = []
         self.logs.clear()
-        self.nflog_lines.clear()
         return out
 
     def _deliver(self, pkt: Packet) -> None:
@@ -84,6 +104,21 @@ class LiveEngine(Engine):
             super()._flush_local(res, trace)
         finally:
             self._flushing = False
+
+
+def _gone(old: Any, new: Any) -> dict[str, set[int] | None]:
+    """Per interface of `old`, the IPv4 addresses `new` no longer has on it
+    (None: the interface itself is gone)."""
+    out: dict[str, set[int] | None] = {}
+    for name, iface in getattr(old, "interfaces", {}).items():
+        now = new.interfaces.get(name)
+        if now is None:
+            out[name] = None
+            continue
+        lost = {a for a, _ in iface.addresses} - {a for a, _ in now.addresses}
+        if lost:
+            out[name] = lost
+    return out
 
 
 def _post_key(ip: bytes) -> bytes:
@@ -215,7 +250,7 @@ class Adapter:
         else:
             iface = self._name(qp.indev)
             res = eng.receive(self._head(iface, qp.get_hw()) + data, iface, now)
-        if eng.logs or eng.nflog_lines:
+        if eng.level_lines or eng.logs:
             self._lines()
         own = res.emitted[:eng.own_frames]
         if self.debug:

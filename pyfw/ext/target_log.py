@@ -112,14 +112,21 @@ class Log(Target):
         from pyfw.engine.api import XT_CONTINUE
         from pyfw.engine.logtext import format_packet
 
-        prefix, flags = data.prefix, data.logflags
+        prefix, flags, level = data.prefix, data.logflags, data.level
+        log_level: Any = getattr(env, "log_level", None)  # a live daemon's syslog wants the level
+        if log_level is not None:
+            def target(pkt: Packet) -> int:
+                log_level(format_packet(pkt, prefix, flags), level)
+                return XT_CONTINUE
+
+            return target
         log: Any = env.log
 
-        def target(pkt: Packet) -> int:
+        def target_text(pkt: Packet) -> int:
             log(format_packet(pkt, prefix, flags))
             return XT_CONTINUE
 
-        return target
+        return target_text
 
 
 EXTENSIONS = [Log()]

@@ -33,7 +33,7 @@ COMMIT
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
 -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A FORWARD -i {lan} -p udp --dport 5353 -j LOG --log-prefix "pyfw-test: "
+-A FORWARD -i {lan} -p udp --dport 5353 -j LOG --log-prefix "pyfw-test: " --log-level debug
 -A FORWARD -i {lan} -p udp --dport 5353 -j NFLOG --nflog-prefix "nflog-test"
 -A FORWARD -i {lan} -j ACCEPT
 COMMIT
@@ -262,9 +262,9 @@ def test_log_lines_on_stderr_and_syslog(lab: Lab, tmp_path: Path) -> None:
     assert [x for x in log.splitlines() if x.startswith("pyfw daemon: ")][:1][0].startswith(
         "pyfw daemon: started: queue 7")
     assert sum(1 for x in log.splitlines() if x.startswith("pyfw daemon: reloaded ")) == 1
-    # syslog: facility daemon (3) for the events, kern (0) level warning for LOG, info for NFLOG
+    # syslog: facility daemon (3) for the events, kern (0) with LOG's --log-level (debug), info for NFLOG
     assert any(re.match(r"<30>pyfw\[\d+\]: started: queue 7", m) for m in got), got
-    assert any(re.match(r"<4>pyfw\[\d+\]: pyfw-test: " + ifs + "MAC=", m) for m in got), got
+    assert any(re.match(r"<7>pyfw\[\d+\]: pyfw-test: " + ifs + "MAC=", m) for m in got), got
     assert any(re.match(r"<6>pyfw\[\d+\]: nflog-testIN=", m) for m in got), got
     assert any(re.match(r"<30>pyfw\[\d+\]: stopped \(", m) for m in got), got
 
@@ -317,6 +317,8 @@ def test_host_change_followed(lab: Lab, tmp_path: Path) -> None:
     assert "host changed" in d.log, d.log
     time.sleep(0.3)  # (events of one change settle into one read)
     assert client(lab, lab.lan, "tcp", "203.0.113.2", 80) == {"ok": "wan 203.0.113.5"}
+    # the first connection (in TIME_WAIT) was masqueraded to the address that went: killed, as the kernel does
+    assert stats(lab, d).get("masq-flushed", 0) >= 1
     assert d.stop() == 0, d.log
 
 
