@@ -3,9 +3,10 @@
 Each capture of /work/shared/realworld-pcaps (tcpdump's and Zeek's test
 traces, see its README) is replayed through one gateway namespace
 (tests/gateway_lab.py) and through pyfw's engine built as `pyfw simulate`
-builds it, with a ruleset that counts every conntrack state, logs the new,
-related and invalid packets, drops the invalid ones and masquerades what
-leaves by wan.  After each capture the two sides must agree on the frames
+builds it, twice: with a ruleset that counts every conntrack state, logs
+the new, related and invalid packets, drops the invalid ones and
+masquerades what leaves by wan; and routed, without NAT, forwarding
+everything (invalid packets too) with counting and LOG rules.  After each capture the two sides must agree on the frames
 sent out of each interface (from the IP header on, in order; IDs of packets
 the gateway makes aside), every rule and policy counter, the connection
 table (timeouts aside) and the LOG lines.
@@ -15,8 +16,9 @@ is put on one side (the first talker of a capture on lan, whoever it talks
 to on wan, and so on), lan hosts become 192.168.10.10+, wan hosts
 198.51.100.10+ (behind the wan peer).  A connection that a lan host opened
 is seen from wan with the gateway's address, as MASQUERADE makes it (ports
-are kept: the captures have no clashing ones); one a wan host opened keeps
-the lan host's address.  Quoted headers of ICMP errors move with the
+are kept; a connection whose masqueraded tuple would clash with another's
+is left out, as the kernel then picks its port at random); one a wan host
+opened, and every one when routed, keeps the lan host's address.  Quoted headers of ICMP errors move with the
 connection they quote; checksums are adjusted incrementally, so a wrong one
 stays wrong by the same amount.  Everything else is left as captured:
 fragments, options, odd flags, malformed headers, bad checksums, TTLs.
@@ -102,8 +104,32 @@ COMMIT
 COMMIT
 """
 
+# The same without NAT and letting everything through: invalid packets are
+# forwarded too (logged), the lan hosts' own addresses are seen from wan.
+RULES_ROUTED = """*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate INVALID -j LOG --log-prefix "{T}inv "
+-A FORWARD -m conntrack --ctstate NEW
+-A FORWARD -m conntrack --ctstate ESTABLISHED
+-A FORWARD -m conntrack --ctstate RELATED -j LOG --log-prefix "{T}rel "
+-A FORWARD -m conntrack --ctstate UNTRACKED
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -j LOG --log-prefix "{T}in "
+-A FORWARD -p tcp -m state --state NEW -m tcp ! --syn -j LOG --log-prefix "{T}pickup "
+COMMIT
+"""
+VARIANTS = {"masquerade": RULES, "routed": RULES_ROUTED}
+
 # Known disagreements, each with the exact difference (engine bugs left for later).
-XFAIL: dict[str, str] = {}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def realworld_spec() -> HostSpec:
@@ -223,7 +249,7 @@ def _flow_of(m: Mapping, p: Packet) -> tuple[Any, ...]:
     return _flow(p.src, p.dst, p.proto, p.sport, p.dport)
 
 
-def plan(frames: list[bytes]) -> tuple[Mapping, list[Packet]]:
+def plan(frames: list[bytes], masquerade: bool = True) -> tuple[Mapping, list[Packet]]:
     """Put every address on a side; the frames that can cross the gateway."""
     m = Mapping()
     usable: list[Packet] = []
@@ -260,7 +286,7 @@ def plan(frames: list[bytes]) -> tuple[Mapping, list[Packet]]:
             flow = _flow_of(m, p)
             if flow not in m.opened_by:
                 m.opened_by[flow] = s
-                if s == LAN and _clashes(m, p, flow):
+                if masquerade and s == LAN and _clashes(m, p, flow):
                     m.clashing.add(flow)
             if flow not in m.clashing:
                 usable.append(p)
@@ -289,9 +315,9 @@ def _rewrite_addrs(b: bytearray, ip: int, new_src: bytes, new_dst: bytes) -> tup
     return old, new
 
 
-def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec) -> Frame:
+def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec, masquerade: bool = True) -> Frame:
     where = m.side[p.src]
-    opened_from_lan = m.opened_by.get(_flow_of(m, p)) == LAN
+    opened_from_lan = masquerade and m.opened_by.get(_flow_of(m, p)) == LAN
 
     def lab(addr: bytes) -> bytes:
         if m.side.get(addr) == LAN and where == WAN and opened_from_lan:
@@ -321,19 +347,20 @@ def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec) -> Frame:
     return Frame(where, bytes(b), f"capture frame {p.index + 1}")
 
 
-def prepare(name: str, spec: HostSpec) -> list[Frame]:
+def prepare(name: str, spec: HostSpec, masquerade: bool = True) -> list[Frame]:
     from pyfw.io.pcap import read_frames
 
     frames = [bytes(f) for _ts, _n, f in read_frames(str(PCAPS / name))]
-    m, usable = plan(frames)
-    return [rewrite(frames[p.index], p, m, spec) for p in usable]
+    m, usable = plan(frames, masquerade)
+    return [rewrite(frames[p.index], p, m, spec, masquerade) for p in usable]
 
 
 # ====================================================================== both sides
-def replay(lab: GatewayLab, spec: HostSpec, name: str, frames: list[Frame], wd: Path) -> Outcome:
-    tag = f"rw{os.getpid() % 100000}-{CAPTURES.index(name)}:"
-    rules = RULES.replace("{T}", tag)
-    out = Outcome(name)
+def replay(lab: GatewayLab, spec: HostSpec, name: str, frames: list[Frame], wd: Path,
+           variant: str = "masquerade") -> Outcome:
+    tag = f"rw{os.getpid() % 100000}-{CAPTURES.index(name)}{variant[0]}:"
+    rules = VARIANTS[variant].replace("{T}", tag)
+    out = Outcome(f"{name} ({variant})")
     lab.restore(rules)
     lab.x("gw", "conntrack", "-F", check=False)
     lab.drain(0.05)
@@ -372,24 +399,41 @@ RESULTS: dict[str, Outcome] = {}
 
 
 @pytest.fixture(scope="module")
-def lab() -> Any:
-    with GatewayLab(SPEC) as lab:
-        yield lab
+def labs() -> Any:
+    """One gateway per variant, made when first needed: a nat table, once
+    loaded, stays in its namespace (and NAT's null bindings with it)."""
+    made: dict[str, GatewayLab] = {}
+
+    def get(variant: str) -> GatewayLab:
+        if variant not in made:
+            lab = GatewayLab(SPEC)
+            made[variant] = lab.__enter__()
+        return made[variant]
+
+    try:
+        yield get
+    finally:
+        for lab in made.values():
+            lab.close()
 
 
 def _params() -> list[Any]:
-    return [pytest.param(n, marks=pytest.mark.xfail(reason=XFAIL[n], strict=True)) if n in XFAIL else n
-            for n in CAPTURES]
+    out = []
+    for variant in VARIANTS:
+        for n in CAPTURES:
+            marks = [pytest.mark.xfail(reason=XFAIL[n, variant], strict=True)] if (n, variant) in XFAIL else []
+            out.append(pytest.param(n, variant, marks=marks, id=f"{variant}-{n}"))
+    return out
 
 
-@pytest.mark.parametrize("name", _params())
-def test_capture_like_kernel(lab: GatewayLab, name: str) -> None:
-    frames = prepare(name, SPEC)
+@pytest.mark.parametrize("name,variant", _params())
+def test_capture_like_kernel(labs: Any, name: str, variant: str) -> None:
+    frames = prepare(name, SPEC, masquerade=variant == "masquerade")
     if not frames:
         pytest.skip("no IPv4 unicast frame crosses a two-interface gateway")
     with tempfile.TemporaryDirectory(prefix="pyfw-rw-") as wd:
-        out = replay(lab, SPEC, name, frames, Path(wd))
-    RESULTS[name] = out
+        out = replay(labs(variant), SPEC, name, frames, Path(wd), variant)
+    RESULTS[out.name] = out
     assert not out.problems, "\n".join(out.problems)
 
 
