@@ -292,6 +292,11 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         # queued (the kernel queues a GRO'd packet as its segments: count those)
         seen = first_rule_packets(lab, sock, "mangle", "PREROUTING") + first_rule_packets(lab, sock, "mangle", "OUTPUT")
         assert seen == sum(queued(lab).values()) - kernel_requeued(lab), sh("iptables-legacy-save", "-c", ns=lab.gw).stdout
+        # so are the daemon's own counters (`pyfw daemon --stats`): every verdict of every worker
+        out = sh(PY, "-m", "pyfw.daemon", "--stats", "--socket", sock, ns=lab.gw, cwd=str(ROOT),
+                 env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+        stats = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+        assert sum(stats.get(k, 0) for k in ("accept", "accept-post", "drop")) == seen, stats
         masq = pyfw(lab, sock, "-t", "nat", "-L", "POSTROUTING", "-v", "-x", "-n").stdout
         assert int(masq.splitlines()[2].split()[0]) == 48 + len(WAN) + 8 + 1, masq  # one per new connection out, the ping too
         # the counters survive a rule added on the socket (the union is not counted twice)
