@@ -3,6 +3,9 @@
 and the same size uploaded by curl (POST /upload: our receive path),
 (2) in memory between two stacks (simulated link, so the figure is the
 stacks' CPU cost: wall time of the run).  Medians of several runs.
+(3) goodput in *simulated* time over a 100 Mbit/s, 20 ms RTT bottleneck
+(256 KB drop-tail queue), clean and with 0.1% random loss: how the
+congestion controllers use the link (deterministic, not a CPU figure).
 
     .venv/bin/python bench/bench_stack.py [--runs 5] [--bytes 10485760] [--cc cubic,reno]
 """
@@ -91,6 +94,17 @@ def memory_runs(cc: str, n: int, runs: int) -> list[float]:
     return rates
 
 
+def sim_goodput(cc: str, n: int, loss: float, seed: int) -> float:
+    from stack_sim import A_ADDR, B_ADDR, Faults, HttpGet, http_pair
+    sim, a, b = http_pair(cc, seed=seed, rate=12_500_000, delay=0.01, queue=256 * 1024, faults=Faults(loss=loss))
+    app = HttpGet(f"/bytes?n={n}")
+    a.connect(A_ADDR, 40000, B_ADDR, 80, app, now=0.0)
+    sim.run(lambda: app.closed, limit=600)
+    if not app.complete:
+        raise SystemExit("simulated transfer incomplete")
+    return n * 8 / sim.now / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
@@ -111,6 +125,11 @@ def main() -> None:
         r = memory_runs(cc, args.bytes, args.runs)
         runs = ", ".join(f"{x:.0f}" for x in r)
         print(f"memory {cc:5s}: median {statistics.median(r):7.1f} Mbit/s  (runs: {runs})  (both stacks' CPU)")
+        for loss in (0.0, 0.001):
+            r = [sim_goodput(cc, args.bytes, loss, seed) for seed in range(args.runs)]
+            runs = ", ".join(f"{x:.0f}" for x in r)
+            print(f"sim    {cc:5s}: median {statistics.median(r):7.1f} Mbit/s  (runs: {runs})  "
+                  f"(simulated 100 Mbit/s, 20 ms RTT, loss {loss:.1%})")
 
 
 if __name__ == "__main__":

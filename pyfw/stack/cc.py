@@ -67,11 +67,22 @@ class CongestionControl:
         self.on_congestion(w, now)
         w.cwnd = w.mss
 
+    def wants_rtt_samples(self, w: Window) -> bool:
+        """Whether on_rtt_sample should be fed (per-ACK RTTs of segments sent once)."""
+        return False
+
+    def on_rtt_sample(self, w: Window, rtt: float, ack: int, snd_max: int) -> None:
+        """An RTT sample from an ACK in slow start."""
+
 
 class Cubic(CongestionControl):
     """RFC 9438: W_cubic(t) = C (t - K)^3 + W_max in segments, with the
-    Reno-friendly estimate W_est and fast convergence; slow start as Reno
-    (no HyStart)."""
+    Reno-friendly estimate W_est and fast convergence.  Slow start ends
+    early on a rise in delay, HyStart's delay test with RFC 9406's
+    thresholds (the minimum RTT of a round at least 8 samples long exceeds
+    the previous round's by max(4 ms, min(16 ms, RTT / 8))); as Linux's
+    CUBIC it goes straight to congestion avoidance (no conservative slow
+    start), and only above 16 segments (hystart_low_window)."""
 
     name = "cubic"
     C = 0.4
@@ -85,6 +96,30 @@ class Cubic(CongestionControl):
         self.epoch_start: float | None = None
         self.w_est = 0.0
         self.frac = 0.0
+        self.round_end: int | None = None
+        self.round_min = float("inf")
+        self.last_round_min = float("inf")
+        self.round_samples = 0
+        self.hystart_exits = 0
+
+    def wants_rtt_samples(self, w: Window) -> bool:
+        return w.cwnd < w.ssthresh
+
+    def on_rtt_sample(self, w: Window, rtt: float, ack: int, snd_max: int) -> None:
+        if self.round_end is None or ack >= self.round_end:
+            self.last_round_min = self.round_min
+            self.round_min = float("inf")
+            self.round_samples = 0
+            self.round_end = snd_max
+        if rtt < self.round_min:
+            self.round_min = rtt
+        self.round_samples += 1
+        if (self.round_samples >= HYSTART_MIN_SAMPLES and self.last_round_min != float("inf")
+                and w.cwnd >= HYSTART_LOW_WINDOW * w.mss and w.cwnd < w.ssthresh):
+            thresh = min(max(self.last_round_min / 8, HYSTART_MIN_THRESH), HYSTART_MAX_THRESH)
+            if self.round_min >= self.last_round_min + thresh:
+                w.ssthresh = w.cwnd
+                self.hystart_exits += 1
 
     def congestion_avoidance(self, w: Window, acked: int, now: float) -> None:
         mss = w.mss
@@ -125,6 +160,12 @@ class Cubic(CongestionControl):
         self.epoch_start = None
         self.frac = 0.0
         w.ssthresh = max(int(w.cwnd * self.BETA), 2 * w.mss)
+
+
+HYSTART_MIN_SAMPLES = 8
+HYSTART_LOW_WINDOW = 16
+HYSTART_MIN_THRESH = 0.004
+HYSTART_MAX_THRESH = 0.016
 
 
 def make(name: str) -> CongestionControl:

@@ -7,7 +7,10 @@ RFC 6675 on the sending side.
   numbers above SND.UNA) answers RFC 6675's IsLost (more than
   (DupThresh - 1) * SMSS bytes or DupThresh blocks SACKed above), the pipe
   estimate, NextSeg's next hole to resend, and which ranges a go-back
-  after an RTO may skip.  SACK information is advisory (the receiver may
+  after an RTO may skip.  A resent hole still missing an RTT later while
+  newer data keeps being SACKed is lost again (the idea of RACK, RFC 8985,
+  for retransmissions only): it goes out once more instead of waiting for
+  the RTO.  SACK information is advisory (the receiver may
   renege): nothing is freed before the cumulative ACK covers it.
 """
 
@@ -143,6 +146,15 @@ class Scoreboard:
                 if high_rxt > hs:
                     pipe += min(he, high_rxt) - hs
         return pipe
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether [start, end) is SACKed entirely."""
+        for s, e in self.ranges:
+            if s <= start and end <= e:
+                return True
+            if s > start:
+                return False
+        return False
 
     def skip(self, seq: int) -> tuple[int, int | None]:
         """For a go-back from `seq`: the first un-SACKed sequence number at

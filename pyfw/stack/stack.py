@@ -66,7 +66,8 @@ COUNTER_NAMES = (
     "InErrs", "InCsumErrors", "OutRsts", "FastRetrans", "Timeouts", "ChallengeAcks", "OutOfWindow",
     "DupSegs", "SynDropped", "TimeWaitOverflow", "UdpInDatagrams", "UdpNoPorts", "UdpInErrors",
     "UdpInCsumErrors", "UdpOutDatagrams", "IpInErrors", "IpFragDropped", "StackErrors", "AppErrors",
-    "ListenOverflows", "IpInAddrErrors", "IcmpErrors", "OutOfWindowIcmps", "PmtuUpdates", "IdleCloses",
+    "LostRetransmits", "ListenOverflows", "IpInAddrErrors", "IcmpErrors", "OutOfWindowIcmps", "PmtuUpdates",
+    "IdleCloses",
 )
 
 

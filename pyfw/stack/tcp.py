@@ -33,6 +33,7 @@ Choices (where the RFCs leave room), mostly Linux's:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -159,10 +160,15 @@ class Connection:
         self.scoreboard = Scoreboard()
         self.high_rxt = iss
         self.last_ooo = 0
+        self.rxt_log: list[tuple[int, int, float]] = []   # holes resent in this recovery: start, end, when
+        self.relost: list[tuple[int, int]] = []           # resent holes found lost again
+        self.rec_sent: deque[tuple[int, float]] = deque()  # new data sent in recovery: end, when
+        self.rec_rtt: float | None = None                  # RTT of the latest of it delivered
         # timers (absolute deadlines, None = off)
         self.rtt = RttEstimator()
         self.rtt_seq: int | None = None
         self.rtt_time = 0.0
+        self.sent_log: deque[tuple[int, float]] = deque()   # (end, time) of new data, for per-ACK RTTs
         self.rto_at: float | None = None
         self.persist = False
         self.persist_backoff = 0
@@ -524,6 +530,8 @@ class Connection:
                 right = unwrap(right32, una)
                 if una <= left < right <= smax and self.scoreboard.add(left, right):
                     new_sack = True
+        if new_sack and self.rxt_log:
+            self._lost_retransmits(now)
         if self.sack_ok:
             # RFC 6675's duplicate ACK: it must bring new SACK information
             if ack == snd_una and new_sack and plen == 0 and not flags & (FIN | SYN) and self.snd_max > snd_una:
@@ -538,6 +546,36 @@ class Connection:
             self._dupack(now)
         return True
 
+    def _lost_retransmits(self, now: float) -> None:
+        """Resent holes still missing more than an RTT (and a quarter) after
+        they went out, while newer data keeps arriving: lost again.  The RTT
+        is that of the newest data delivered (sent during this recovery, so
+        unambiguous), which includes the queue that built up; twice SRTT
+        until there is one."""
+        una = self.snd_una
+        sb = self.scoreboard
+        edge = max(una, sb.ranges[-1][1]) if sb.ranges else una
+        log = self.rec_sent
+        sent_at = None
+        while log and log[0][0] <= edge:
+            sent_at = log.popleft()[1]
+        if sent_at is not None:
+            self.rec_rtt = now - sent_at
+        if self.rec_rtt is not None:
+            horizon = now - self.rec_rtt * 1.25 - 0.001
+        else:
+            horizon = now - 2 * (self.rtt.srtt or MIN_RTO)   # SRTT may predate the queue
+        keep = []
+        for start, end, when in self.rxt_log:
+            if end <= una or sb.covers(max(start, una), end):
+                continue
+            if when < horizon:
+                self.relost.append((max(start, una), end))
+                self.stack.counters["LostRetransmits"] += 1
+            else:
+                keep.append((start, end, when))
+        self.rxt_log = keep
+
     def _enter_sack_recovery(self, now: float) -> None:
         """RFC 6675 5 (4): ssthresh as the controller says, cwnd = ssthresh,
         then as much as the pipe allows, holes first."""
@@ -546,6 +584,11 @@ class Connection:
         self.cwnd = self.ssthresh
         self.in_recovery = True
         self.high_rxt = self.snd_una
+        self.rxt_log = []
+        self.relost = []
+        self.rec_sent.clear()
+        self.rec_rtt = None
+        self.sent_log.clear()
         self.rtt_seq = None
         self.stack.counters["FastRetrans"] += 1
         self.stack._mark(self)
@@ -560,6 +603,13 @@ class Connection:
         if self.rtt_seq is not None and ack >= self.rtt_seq:
             self.rtt.sample(now - self.rtt_time)
             self.rtt_seq = None
+        log = self.sent_log
+        if log:
+            sent_at = None
+            while log and log[0][0] <= ack:
+                sent_at = log.popleft()[1]
+            if sent_at is not None and not self.in_recovery:
+                self.cc.on_rtt_sample(self, now - sent_at, ack, self.snd_max)
         self.bytes_sent += acked
         if self.scoreboard:
             self.scoreboard.prune(ack)
@@ -612,6 +662,7 @@ class Connection:
             self.cwnd = self.ssthresh + 3 * self.mss
             self.in_recovery = True
             self.retx_head = True
+            self.sent_log.clear()
             self.rtt_seq = None            # Karn: the timed segment may be the lost one
             self.stack.counters["FastRetrans"] += 1
             self.stack._mark(self)
@@ -850,6 +901,7 @@ class Connection:
         self.dupacks = 0
         self.snd_nxt = self.snd_una
         self.high_rxt = self.snd_una
+        self.sent_log.clear()
         # RFC 2018 8: the receiver may have reneged; forget what it SACKed
         self.scoreboard.clear()
         self.retx_head = True      # the head goes out even into a shut window
@@ -1006,19 +1058,33 @@ class Connection:
         data_end = self.buf_seq + len(self.sndbuf)
         counters = self.stack.counters
         sent = 0
+        relost = self.relost
         while sent < 256:
             una = self.snd_una
-            if self.cwnd - sb.pipe(una, self.snd_max, self.high_rxt, mss) < mss:
+            while relost and (relost[0][1] <= una or sb.covers(max(relost[0][0], una), relost[0][1])):
+                relost.pop(0)
+            pipe = sb.pipe(una, self.snd_max, self.high_rxt, mss) - sum(e - max(s, una) for s, e in relost)
+            if self.cwnd - pipe < mss:
                 break
-            hole = sb.next_lost(una, self.high_rxt, mss)
-            if hole is None and self.high_rxt <= una < self.snd_max:
-                hole = (una, min(una + mss, self.snd_max))   # entered on dupacks alone: the head
+            again = False
+            if relost:
+                start, end = relost.pop(0)
+                start = max(start, una)
+                end = min(end, start + mss)
+                hole: tuple[int, int] | None = (start, end)
+                again = True
+            else:
+                hole = sb.next_lost(una, self.high_rxt, mss)
+                if hole is None and self.high_rxt <= una < self.snd_max:
+                    hole = (una, min(una + mss, self.snd_max))   # entered on dupacks alone: the head
             if hole is not None:
                 start, end = hole
                 n = max(0, min(end, data_end) - start)
                 fin = self.fin_queued and start + n == data_end and end > data_end
                 out.append(self._segment(start, n, fin, win))
-                self.high_rxt = end
+                if not again:
+                    self.high_rxt = end
+                self.rxt_log.append((start, end, now))
                 self.retransmits += 1
                 counters["RetransSegs"] += 1
                 sent += 1
@@ -1038,6 +1104,7 @@ class Connection:
             self.snd_nxt = nxt + n + fin
             if self.snd_nxt > self.snd_max:
                 self.snd_max = self.snd_nxt
+            self.rec_sent.append((self.snd_nxt, now))
             counters["OutSegs"] += 1
             sent += 1
         if sent:
@@ -1068,6 +1135,9 @@ class Connection:
         retrans_before = self.retransmits
         counters = self.stack.counters
         scoreboard = self.scoreboard if self.sack_ok else None
+        sampling = self.cc.wants_rtt_samples(self)
+        if not sampling and self.sent_log:
+            self.sent_log.clear()
         while True:
             if scoreboard and nxt < snd_max:
                 # a go-back after an RTO skips what the peer SACKed since
@@ -1100,9 +1170,12 @@ class Connection:
                 # Linux's OutSegs leaves out segments with only retransmitted data
                 counters["RetransSegs"] += 1
                 self.retransmits += 1
-            elif self.rtt_seq is None:
-                self.rtt_seq = nxt + n
-                self.rtt_time = now
+            else:
+                if self.rtt_seq is None:
+                    self.rtt_seq = nxt + n
+                    self.rtt_time = now
+                if sampling:
+                    self.sent_log.append((nxt + n, now))
             nxt += n + fin
             sent += 1
             if fin:

@@ -297,3 +297,69 @@ def test_small_window_peer_gets_half_window_segments(server: Stack) -> None:
     peer.ack += 300
     out = peer.send(ACKF, win=1000, advance=False)
     assert [len(s.payload) for s in out] == [1000]
+
+
+def test_cubic_hystart_leaves_slow_start_on_delay_rise() -> None:
+    class W:
+        cwnd = 40_000
+        ssthresh = 1 << 30
+        mss = 1000
+
+        def flight_size(self) -> int:
+            return self.cwnd
+
+        def smoothed_rtt(self) -> float | None:
+            return 0.02
+
+    w = W()
+    cc = Cubic()
+    assert cc.wants_rtt_samples(w)
+    snd_max = 100_000
+    ack = 0
+    for rnd, rtt in enumerate((0.020, 0.0215, 0.030)):
+        for i in range(10):
+            ack += 1000
+            cc.on_rtt_sample(w, rtt + i * 1e-4, ack, snd_max)
+            if rnd < 2:
+                assert w.ssthresh == 1 << 30   # +1.5 ms is below the 4 ms threshold
+        ack = snd_max
+        snd_max += 100_000
+    assert w.ssthresh == w.cwnd and cc.hystart_exits == 1
+    assert not cc.wants_rtt_samples(w)
+
+
+def test_lost_retransmission_resent_before_the_rto() -> None:
+    import struct
+
+    from raw_peer import HOST as H
+    s = Stack(secret=b"r" * 32)
+    Holder.conns.clear()
+    s.listen(H, 80, Holder)
+    peer = Peer(s)
+    (sa,) = peer.send(SYN, options=bytes((2, 4, 5, 0xB4, 1, 1, 4, 2)))
+    peer.ack = sa.seq + 1
+    peer.now = 0.02
+    peer.send(ACKF)                               # SRTT 20 ms
+    conn = Holder.conns[0]
+    m = 1460
+    conn.send(bytes(m * 40))
+    segs = peer.out()
+    base = segs[0].seq
+
+    def sack(right: int) -> bytes:
+        return bytes((1, 1, 5, 10)) + struct.pack("!II", base + m, base + right * m)
+
+    out = []
+    for r in (2, 3, 4):                          # segment 0 lost: recovery, 0 resent at t=0.03
+        peer.now = 0.03
+        out += peer.send(ACKF, ack=base, options=sack(r), advance=False)
+    assert [x.seq for x in out if x.payload][0] == base and conn.in_recovery
+    # the retransmission is lost too; newer data keeps being SACKed
+    again = []
+    t = 0.031
+    for r in range(5, 11):
+        t += 0.01
+        peer.now = t
+        again += [x for x in peer.send(ACKF, ack=base, options=sack(r), advance=False) if x.payload]
+    assert base in [x.seq for x in again]        # resent again, long before the 200 ms RTO
+    assert s.counters["LostRetransmits"] >= 1 and s.counters["Timeouts"] == 0
