@@ -36,6 +36,10 @@ non-first fragments), so every fragment reaches the worker that
 reassembles it.  Outside interfaces are the default route's (or
 `--outside IF`); inside prefixes are the routes over the other interfaces.
 
+The key is an address, never a port: a port would split a fragmented
+datagram from its flow.  So all connections with one remote address share
+a worker (many clients of one server do not spread).
+
 Because the remote endpoint is part of every reply tuple, two workers can
 never hand out the same NAT tuple: a NAT port chosen by worker k is unique
 among connections to remotes of k's share, and no other worker sees those.
