@@ -55,6 +55,7 @@ MAX_RESTARTS = 5
 
 # ------------------------------------------------------------------ counters
 def counter_shape(ruleset: Ruleset) -> list[tuple[str, str, int]]:
+    """(table, chain, rules) in order: two rulesets of one shape align rule by rule."""
     return [(t.name, c.name, len(c.rules)) for t in ruleset.tables.values() for c in t.chains.values()]
 
 
@@ -88,15 +89,6 @@ def zero_counters(ruleset: Ruleset) -> None:
 
 
 # ------------------------------------------------------------------ worker side
-def conntrack_format(worker: Worker) -> str:
-    """This worker's connections as `conntrack -L` lines."""
-    return str(worker.engine.ct.format(time.monotonic()))
-
-
-def conntrack_count(worker: Worker) -> int:
-    return int(worker.engine.ct.count())
-
-
 def set_host(worker: Worker, host: Any) -> None:
     """The host read again after a netlink event (a `call` function takes the worker)."""
     engine: Any = worker.engine
