@@ -582,6 +582,10 @@ class Host:
         self._ifaddr_set = {ifa.local for i in self.interfaces.values() for ifa in i.ifaddrs}
         self._services: set[tuple[int, int, int | None]] = {(s.proto, s.port, s.address) for s in self.services}
         self._conf_cache: dict[tuple[str, str], int] = {}
+        # input routing: (route_localnet, forwarding) per device, and
+        # fib_validate_source's answers per (source, in device, out device)
+        self._iif_flags: dict[str, tuple[bool, bool]] = {}
+        self._valid_src: dict[tuple[int, str, str | None], int] = {}
         self._type_cache: dict[tuple[int, str | None], int] = {}
 
     # ------------------------------------------------------------ lookups
@@ -834,25 +838,30 @@ class Host:
         """ip_route_input for a packet arriving on `iif` (`ip route get DST
         from SRC iif IIF`): local delivery, forwarding, no route, or a
         martian (error EINVAL) / rp_filter drop (EXDEV)."""
-        if iif not in self.interfaces:
-            return RouteResult(RTN_UNSPEC, "", dst, src, error=errno.ENODEV, reason=f"no device {iif}")
-        if _is_multicast(dst):
+        flags = self._iif_flags.get(iif)
+        if flags is None:
+            if iif not in self.interfaces:
+                return RouteResult(RTN_UNSPEC, "", dst, src, error=errno.ENODEV, reason=f"no device {iif}")
+            flags = self._iif_flags[iif] = (bool(self.conf(iif, "route_localnet")),
+                                            bool(self.conf(iif, "forwarding")))
+        # (the address-class tests written out: _is_multicast, _is_zeronet
+        # and _is_loopback, in the kernel's order)
+        if dst >> 28 == 0xE:
             return self._input_mc(src, dst, iif, proto)
-        if _is_multicast(src) or src == INADDR_BROADCAST:
+        if src >> 28 == 0xE or src == INADDR_BROADCAST:
             return self._martian(dst, src, "martian source")
         if dst == INADDR_BROADCAST or (src == 0 and dst == 0):
             return self._brd_input(src, dst, iif)
-        if _is_zeronet(src):
+        if src == 0:
             return self._martian(dst, src, "martian source")
-        if _is_zeronet(dst):
+        if dst == 0:
             return self._martian(dst, src, "martian destination")
-        localnet = bool(self.conf(iif, "route_localnet"))
-        if _is_loopback(dst):
+        localnet, forwarding = flags
+        if dst >> 24 == 127:
             if not localnet:
                 return self._martian(dst, src, "martian destination")
-        elif _is_loopback(src) and not localnet:
+        elif src >> 24 == 127 and not localnet:
             return self._martian(dst, src, "martian source")
-        forwarding = bool(self.conf(iif, "forwarding"))
         res = self._merged.lookup(dst)
         if res is None:
             err = errno.ENETUNREACH if forwarding else errno.EHOSTUNREACH
@@ -906,7 +915,14 @@ class Host:
         return RouteResult(RTN_MULTICAST, LOOPBACK, dst, src)
 
     def _mkroute_input(self, res: Route, src: int, dst: int, iif: str) -> RouteResult:
-        v = self.validate_source(src, dst, iif, oif=res.dev)
+        key = (src, iif, res.dev)
+        v = self._valid_src.get(key)
+        if v is None:
+            # (its answer does not depend on the destination)
+            v = self.validate_source(src, dst, iif, oif=res.dev)
+            if len(self._valid_src) > 65536:
+                self._valid_src.clear()
+            self._valid_src[key] = v
         if v < 0:
             return self._martian(dst, src, "martian source" if v == -errno.EINVAL else "rp_filter", -v)
         redirect = False

@@ -16,6 +16,7 @@ from pyfw.engine.api import IP_CT_NONE, PACKET_HOST
 
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
+_TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, offset/NS, flags, window
 _U32 = struct.Struct("!I")
 
 IPPROTO_ICMP = 1
@@ -104,6 +105,14 @@ class Packet:
     def parse_l4(self) -> None:
         d = self.data
         ihl = self.ihl
+        if self.proto == IPPROTO_TCP and not self.frag_off & IP_OFFMASK and min(len(d), self.tot_len) - ihl >= 20:
+            # the common case in one unpack (the same fields as below)
+            self.sport, self.dport, self.tcp_seq, self.tcp_ack, off, flags, self.tcp_win = _TCP.unpack_from(d, ihl)
+            self.tcp_doff = (off >> 4) * 4
+            self.tcp_flags = flags | ((off & 1) << 8)
+            self.icmp_type = self.icmp_code = self.icmp_id = -1
+            self.l4ok = True
+            return
         self.sport = self.dport = 0
         self.tcp_flags = self.tcp_seq = self.tcp_ack = self.tcp_win = self.tcp_doff = 0
         self.icmp_type = self.icmp_code = self.icmp_id = -1

@@ -373,8 +373,14 @@ class Nat:
         table need not tell NAT about every deletion): amortised, the index
         stays proportional to the live connections."""
         keep: dict[tuple[int, int, int, int], list[Conn]] = {}
+        alive = self._alive
         for key, lst in self._bysource.items():
-            live = [c for c in lst if c is current or self._alive(c)]
+            if len(lst) == 1:
+                c = lst[0]
+                if c is current or alive(c):
+                    keep[key] = lst
+                continue
+            live = [c for c in lst if c is current or alive(c)]
             if live:
                 keep[key] = live
         self._bysource = keep
@@ -496,7 +502,7 @@ class Nat:
     def _alive(self, c: Conn) -> bool:
         """Still in the table (an unconfirmed one was dropped before its
         confirm: in a serial engine only the one being set up is alive)."""
-        if not c.status & IPS_CONFIRMED or c.status & IPS_DYING:
+        if c.status & (IPS_CONFIRMED | IPS_DYING) != IPS_CONFIRMED:
             return False
         fn = getattr(self.index, "lookup", None)
         if fn is None or c.zone:

@@ -207,13 +207,30 @@ def ipv4_manip(d: bytearray, ip_off: int, end: int, target: Tuple, manip: int,
     if ip_off + 20 > end:
         return False
     hdroff = ip_off + (d[ip_off] & 0x0F) * 4
-    if l4 and not l4_manip(d, ip_off, hdroff, end, target, manip):
-        return False
     if manip == MANIP_SRC:
         aoff, new = ip_off + 12, target.src
     else:
         aoff, new = ip_off + 16, target.dst
-    c = csum_replace(d[ip_off + 10] | d[ip_off + 11] << 8, _LE32.unpack_from(d, aoff)[0], _swap32(new))
+    old_le = _LE32.unpack_from(d, aoff)[0]
+    new_le = _swap32(new)
+    if l4:
+        if target.proto == IPPROTO_TCP and hdroff + 20 <= end:
+            # _tcp with a whole header, inline (the same steps in the same order)
+            if manip == MANIP_SRC:
+                poff, newport = hdroff, target.sport
+            else:
+                poff, newport = hdroff + 2, target.dport
+            oldn = d[poff] | d[poff + 1] << 8
+            d[poff] = newport >> 8
+            d[poff + 1] = newport & 0xFF
+            coff = hdroff + 16
+            c = csum_replace(d[coff] | d[coff + 1] << 8, old_le, new_le)
+            c = csum_replace(c, oldn, (newport & 0xFF) << 8 | newport >> 8)
+            d[coff] = c & 0xFF
+            d[coff + 1] = c >> 8
+        elif not l4_manip(d, ip_off, hdroff, end, target, manip):
+            return False
+    c = csum_replace(d[ip_off + 10] | d[ip_off + 11] << 8, old_le, new_le)
     d[ip_off + 10] = c & 0xFF
     d[ip_off + 11] = c >> 8
     d[aoff:aoff + 4] = new.to_bytes(4, "big")
