@@ -307,26 +307,30 @@ class Engine:
 
     def _prerouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None) -> int:
         """PREROUTING in priority order: raw, conntrack, mangle, nat (DNAT)."""
-        v = self._table("raw", "PREROUTING", pkt, tr)
-        if v != NF_ACCEPT:
-            return v
+        hooked = self._hooked  # (a table without the chain is not called at all)
+        if ("raw", "PREROUTING") in hooked:
+            v = self._table("raw", "PREROUTING", pkt, tr)
+            if v != NF_ACCEPT:
+                return v
         if self.tracking:
             pkt.hook = "PREROUTING"
             v = self.ct.in_hook(pkt)
             if v != NF_ACCEPT:
                 return v
-        v = self._table("mangle", "PREROUTING", pkt, tr)
-        if v != NF_ACCEPT:
-            return v
+        if ("mangle", "PREROUTING") in hooked:
+            v = self._table("mangle", "PREROUTING", pkt, tr)
+            if v != NF_ACCEPT:
+                return v
         if self.tracking:
             return self.nat.hook(pkt, "PREROUTING", self._nat_chain("PREROUTING", tr))
         return NF_ACCEPT
 
     def _postrouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None) -> int:
         """POSTROUTING in priority order: mangle, nat (SNAT), conntrack confirm."""
-        v = self._table("mangle", "POSTROUTING", pkt, tr)
-        if v != NF_ACCEPT:
-            return v
+        if ("mangle", "POSTROUTING") in self._hooked:
+            v = self._table("mangle", "POSTROUTING", pkt, tr)
+            if v != NF_ACCEPT:
+                return v
         if self.tracking:
             v = self.nat.hook(pkt, "POSTROUTING", self._nat_chain("POSTROUTING", tr))
             if v != NF_ACCEPT:
@@ -461,10 +465,10 @@ class Engine:
         # one conntrack's defrag reassembled may go: nf_defrag sets skb->ignore_df
         length = extra.get("gso_netlen") or pkt.tot_len
         fms = extra.get("frag_max_size", 0)
-        if exceeds_mtu(length, bool(pkt.frag_off & IP_DF), mtu, fms, ignore_df=bool(fms)):
+        if length > mtu and exceeds_mtu(length, bool(pkt.frag_off & IP_DF), mtu, fms, ignore_df=bool(fms)):
             self._icmp_error(pkt, 3, 4, mtu=mtu)  # fragmentation needed
             return NF_DROP
-        decrease_ttl(pkt)
+        pkt.ttl = decrease_ttl(pkt.data)
         opts = extra.get("ipopt")
         if rr.redirect and not (opts is not None and opts.srr) and \
                 self._peers().redirect_allow(pkt.src, jiffies(pkt.time)):
@@ -473,10 +477,12 @@ class Engine:
             self._icmp_error(pkt, 5, 1, info=rr.next_hop)
             self._flush_local(res, False)  # icmp_send transmits it before the packet goes on
         pkt.outdev = rr.dev
+        hooked = self._hooked
         for table in ("mangle", "filter", "security"):
-            v = self._table(table, "FORWARD", pkt, tr)
-            if v != NF_ACCEPT:
-                return v
+            if (table, "FORWARD") in hooked:
+                v = self._table(table, "FORWARD", pkt, tr)
+                if v != NF_ACCEPT:
+                    return v
         self._forward_options(pkt, rr)
         return self._postrouting(pkt, rr, res, tr)
 
@@ -688,7 +694,11 @@ class Engine:
     def _transmit(self, pkt: Packet, rr: Any, res: Result) -> None:
         """ip_finish_output: fragment to the egress MTU, add Ethernet."""
         mtu = self.host.mtu(rr.dev)
-        extra = pkt.extra or {}
+        extra = pkt.extra
+        if extra is None and pkt.tot_len <= mtu:  # (needs_fragment says no)
+            res.emitted.append(Emitted(rr.dev, self._l2_head(rr.dev, rr.next_hop, pkt.dst) + pkt.data))
+            return
+        extra = extra or {}
         fms = extra.get("frag_max_size", 0)
         datagrams: list[bytearray] = [pkt.data]
         if needs_fragment(pkt.tot_len, mtu, fms):
@@ -703,7 +713,10 @@ class Engine:
     def _l2_head(self, dev: str, nexthop: int, dst: int) -> bytes:
         """The Ethernet header towards `nexthop` (static neighbours; the
         broadcast and multicast addresses map as Linux maps them)."""
-        key = (dev, nexthop, dst)
+        # (only a broadcast or multicast destination changes the header: the
+        # others share one entry per next hop)
+        key: tuple[Any, ...] = (dev, nexthop, dst) if dst >> 28 == 0xE or self.host.is_broadcast(dst, dev) \
+            else (dev, nexthop)
         head = self._l2_heads.get(key)
         if head is None:
             src_mac = self.host.mac(dev)

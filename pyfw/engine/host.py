@@ -521,18 +521,37 @@ class _Fib:
         self.lens = sorted(self.buckets, reverse=True)
         # (mask, networks of that prefix length), longest prefix first
         self._levels = [(_MASKS[plen], self.buckets[plen]) for plen in self.lens]
+        # A plain lookup (any scope, any device) takes the first alias of the
+        # longest matching prefix: host routes come from one dict, and the
+        # rest depends only on the destination's first `L` bits, L the
+        # longest shorter prefix, so the answers are cached per such block
+        # (new destinations mostly fall in blocks already seen).
+        self._exact: dict[int, list[Route]] = self.buckets.get(32, {})
+        shorter = [plen for plen in self.lens if plen < 32]
+        self._block = _MASKS[shorter[0]] if shorter else 0
         self._cache: dict[int, Route | None] = {}
 
     def lookup(self, dst: int, oif: str | None = None, scope: int = RT_SCOPE_UNIVERSE) -> Route | None:
         """fib_table_lookup: longest prefix, first alias in scope (and on
         `oif` when given)."""
-        plain = oif is None and scope == RT_SCOPE_UNIVERSE
-        if plain:
-            # (a get with a default: a miss is common -- every new
-            # destination -- and a KeyError costs more than the walk)
-            hit = self._cache.get(dst, _MISS)
+        if oif is None and scope == RT_SCOPE_UNIVERSE:
+            exact = self._exact.get(dst)
+            if exact is not None:
+                return exact[0]
+            block = dst & self._block
+            hit = self._cache.get(block, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+            found = None
+            for mask, by_net in self._levels:
+                lst = by_net.get(dst & mask)
+                if lst is not None:
+                    found = lst[0]  # (no scope is below RT_SCOPE_UNIVERSE)
+                    break
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            self._cache[block] = found
+            return found
         found = None
         for mask, by_net in self._levels:
             lst = by_net.get(dst & mask)
@@ -547,10 +566,6 @@ class _Fib:
                 break
             if found is not None:
                 break
-        if plain:
-            if len(self._cache) > 65536:
-                self._cache.clear()
-            self._cache[dst] = found
         return found
 
 

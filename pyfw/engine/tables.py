@@ -69,12 +69,15 @@ class _Bucket:
     """Rules sharing a protocol/port key, sub-indexed by the address prefix
     they pin (source first, else destination)."""
 
-    __slots__ = ("src", "dst", "any")
+    __slots__ = ("src", "dst", "any", "src_levels", "dst_levels")
 
     def __init__(self) -> None:
         self.src: dict[int, dict[int, list[int]]] = {}
         self.dst: dict[int, dict[int, list[int]]] = {}
         self.any: list[int] = []
+        # (mask, prefix -> positions) per prefix length, filled in when built
+        self.src_levels: tuple[tuple[int, dict[int, list[int]]], ...] = ()
+        self.dst_levels: tuple[tuple[int, dict[int, list[int]]], ...] = ()
 
 
 class ChainIndex:
@@ -105,6 +108,9 @@ class ChainIndex:
                     b.dst.setdefault(dplen, {}).setdefault(dst, []).append(pos)
                 else:
                     b.any.append(pos)
+        for b in buckets.values():
+            b.src_levels = tuple((_MASKS[plen], tbl) for plen, tbl in b.src.items())
+            b.dst_levels = tuple((_MASKS[plen], tbl) for plen, tbl in b.dst.items())
         self.rules = rules
         self.buckets = buckets
         self.by_proto = {k[0] for k in buckets if k[0] is not None}
@@ -125,19 +131,19 @@ class ChainIndex:
                 found.append(b)
         hits: list[int] = []
         src, dst = pkt.src, pkt.dst
-        masks = _MASKS
         for b in found:
-            for plen, tbl in b.src.items():
-                got = tbl.get(src & masks[plen])
+            for mask, tbl in b.src_levels:
+                got = tbl.get(src & mask)
                 if got:
                     hits.extend(got)
-            for plen, tbl in b.dst.items():
-                got = tbl.get(dst & masks[plen])
+            for mask, tbl in b.dst_levels:
+                got = tbl.get(dst & mask)
                 if got:
                     hits.extend(got)
-            hits.extend(b.any)
-        rules = self.rules
+            if b.any:
+                hits.extend(b.any)
         hits.sort()
+        rules = self.rules
         return [rules[k] for k in hits]
 
 

@@ -294,15 +294,19 @@ class Conntrack:
             st.insert_failed += 1
             return False
         tab = self.table
-        ko, kr = tab.keys(conn)
-        clash = self._live(ko, now) or self._live(kr, now)
-        if clash is not None:
-            return self._resolve_clash(pkt, conn, clash, kr, now)
+        keys = tab.keys(conn)
+        ko, kr = keys
+        h = tab.hash
+        # (_live's test first: neither key taken, the common case)
+        if ko in h or kr in h:
+            clash = self._live(ko, now) or self._live(kr, now)
+            if clash is not None:
+                return self._resolve_clash(pkt, conn, clash, kr, now)
         conn.timeout_at += now
         if self.cfg.timestamp:
             conn.tstamp_start = now
         conn.status |= IPS_CONFIRMED
-        tab.insert(conn)
+        tab.insert(conn, keys=keys)
         if self.listeners:
             for listener in list(self.listeners):
                 listener("NEW", conn, 0)

@@ -167,6 +167,8 @@ class Table:
     # ------------------------------------------------------------ keys
     @staticmethod
     def keys(conn: Conn) -> tuple[Key, Key]:
+        if not conn.zone:
+            return (conn.orig, 0), (conn.reply, 0)
         return ((conn.orig, zone_id(conn.zone, conn.zone_dir, 0)),
                 (conn.reply, zone_id(conn.zone, conn.zone_dir, 1)))
 
@@ -230,9 +232,10 @@ class Table:
         return True
 
     # ------------------------------------------------------------ changes
-    def insert(self, conn: Conn, orig: bool = True) -> None:
-        """Both tuples (or, for a NAT clash loser, the reply tuple only)."""
-        ko, kr = self.keys(conn)
+    def insert(self, conn: Conn, orig: bool = True, keys: tuple[Key, Key] | None = None) -> None:
+        """Both tuples (or, for a NAT clash loser, the reply tuple only);
+        `keys`: the connection's keys when the caller has them already."""
+        ko, kr = self.keys(conn) if keys is None else keys
         if orig:
             self.hash[ko] = (conn, 0)
         self.hash[kr] = (conn, 1)

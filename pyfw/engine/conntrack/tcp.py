@@ -252,7 +252,9 @@ def tcp_in_window(ctk: Conntrack, st: TcpState, direction: int, index: int, pkt:
     ack = sack = pkt.tcp_ack
     win_raw = pkt.tcp_win
     win = win_raw
-    end = segment_seq_plus_len(seq, pkt.tot_len, pkt.ihl, pkt.tcp_doff, flags)
+    # (segment_seq_plus_len, and after()/before() below, written out: this
+    # runs for every tracked TCP segment)
+    end = (seq + pkt.tot_len - pkt.ihl - pkt.tcp_doff + (flags & TH_SYN and 1) + (flags & TH_FIN and 1)) & _M
     if receiver.flags & IP_CT_TCP_FLAG_SACK_PERM:
         sack = tcp_sack(pkt.data, pkt.ihl, pkt.tcp_doff, sack)
     # (no NAT sequence adjustment: that needs a helper)
@@ -272,7 +274,7 @@ def tcp_in_window(ctk: Conntrack, st: TcpState, direction: int, index: int, pkt:
                 receiver.td_end = receiver.td_maxend = sack
             elif sack == (receiver.td_end + 1) & _M:
                 receiver.td_end = (receiver.td_end + 1) & _M  # reply to a keepalive
-    elif (flags & TH_SYN and after(end, sender.td_end)
+    elif (flags & TH_SYN and ((sender.td_end - end) & _M) >= 0x80000000
           and st.state in (TCP_CONNTRACK_SYN_SENT, TCP_CONNTRACK_SYN_RECV)):
         # a re-initialised connection (RFC 793): start this direction again
         _init_sender(sender, receiver, pkt, end, win, direction)
@@ -287,12 +289,13 @@ def tcp_in_window(ctk: Conntrack, st: TcpState, direction: int, index: int, pkt:
     if flags & TH_RST and seq == 0 and st.state == TCP_CONNTRACK_SYN_SENT:
         seq = end = sender.td_end  # RST answering a SYN
 
-    if not before(seq, (sender.td_maxend + 1) & _M):
+    if not ((seq - ((sender.td_maxend + 1) & _M)) & _M) >= 0x80000000:
         overshot = (end - sender.td_maxend + 1) & _M
-        ack_ok = after(sack, (receiver.td_end - _maxackwindow(sender) - 1) & _M)
-        in_recv_win = bool(receiver.td_maxwin) and after(end, (sender.td_end - receiver.td_maxwin - 1) & _M)
+        ack_ok = ((((receiver.td_end - _maxackwindow(sender) - 1) & _M) - sack) & _M) >= 0x80000000
+        in_recv_win = bool(receiver.td_maxwin) and \
+            ((((sender.td_end - receiver.td_maxwin - 1) & _M) - end) & _M) >= 0x80000000
         if (in_recv_win and ack_ok and overshot <= receiver.td_maxwin
-                and before(sack, (receiver.td_end + 1) & _M)):
+                and ((sack - ((receiver.td_end + 1) & _M)) & _M) >= 0x80000000):
             # more bytes than the window allows: note them so the ACK for
             # them passes later
             sender.td_end = end
@@ -300,13 +303,13 @@ def tcp_in_window(ctk: Conntrack, st: TcpState, direction: int, index: int, pkt:
             return _log_invalid(ctk, sender, NFCT_TCP_IGNORE)
         return _log_invalid(ctk, sender, NFCT_TCP_INVALID)  # SEQ over upper bound
 
-    if not before(sack, (receiver.td_end + 1) & _M):
+    if not ((sack - ((receiver.td_end + 1) & _M)) & _M) >= 0x80000000:
         return _log_invalid(ctk, sender, NFCT_TCP_INVALID)  # ACK over upper bound
 
-    in_recv_win = not receiver.td_maxwin or after(end, (sender.td_end - receiver.td_maxwin - 1) & _M)
+    in_recv_win = not receiver.td_maxwin or ((((sender.td_end - receiver.td_maxwin - 1) & _M) - end) & _M) >= 0x80000000
     if not in_recv_win:
         return _log_invalid(ctk, sender, NFCT_TCP_IGNORE)  # SEQ under lower bound
-    if not after(sack, (receiver.td_end - _maxackwindow(sender) - 1) & _M):
+    if not ((((receiver.td_end - _maxackwindow(sender) - 1) & _M) - sack) & _M) >= 0x80000000:
         return _log_invalid(ctk, sender, NFCT_TCP_IGNORE)  # ACK under lower bound
 
     if not flags & TH_SYN:
@@ -315,19 +318,19 @@ def tcp_in_window(ctk: Conntrack, st: TcpState, direction: int, index: int, pkt:
     swin = (win + (sack - ack)) & _M
     if sender.td_maxwin < swin:
         sender.td_maxwin = swin
-    if after(end, sender.td_end):
+    if ((sender.td_end - end) & _M) >= 0x80000000:
         sender.td_end = end
         sender.flags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
     if flags & TH_ACK:
         if not sender.flags & IP_CT_TCP_FLAG_MAXACK_SET:
             sender.td_maxack = ack
             sender.flags |= IP_CT_TCP_FLAG_MAXACK_SET
-        elif after(ack, sender.td_maxack):
+        elif ((sender.td_maxack - ack) & _M) >= 0x80000000:
             sender.td_maxack = ack
 
-    if receiver.td_maxwin != 0 and after(end, sender.td_maxend):
+    if receiver.td_maxwin != 0 and ((sender.td_maxend - end) & _M) >= 0x80000000:
         receiver.td_maxwin = (receiver.td_maxwin + end - sender.td_maxend) & _M
-    if after((sack + win) & _M, (receiver.td_maxend - 1) & _M):
+    if ((((receiver.td_maxend - 1) & _M) - ((sack + win) & _M)) & _M) >= 0x80000000:
         receiver.td_maxend = (sack + win) & _M
         if win == 0:
             receiver.td_maxend = (receiver.td_maxend + 1) & _M

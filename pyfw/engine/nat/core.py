@@ -196,11 +196,12 @@ class Nat:
             if pkt.proto == IPPROTO_ICMP:
                 return NF_ACCEPT if self.icmp_reply_translation(pkt, ct, ctinfo, manip) else NF_DROP
         if ctinfo == IP_CT_NEW or ctinfo == IP_CT_RELATED or ctinfo == IP_CT_RELATED_REPLY:
-            if not nat_initialized(ct, manip):
+            done = IPS_SRC_NAT_DONE if manip == MANIP_SRC else IPS_DST_NAT_DONE  # (nat_initialized)
+            if not ct.status & done:
                 ret = run_nat_table(pkt)
                 if ret != NF_ACCEPT:
                     return ret
-                if not nat_initialized(ct, manip):
+                if not ct.status & done:
                     ret = self.alloc_null_binding(ct, manip)
                     if ret != NF_ACCEPT:
                         return ret
@@ -344,14 +345,17 @@ class Nat:
     def setup_info(self, ct: Conn, rng: NatRange, manip: int) -> int:
         """nf_nat_setup_info: choose the new tuple, alter the reply tuple,
         record the binding on the connection."""
-        if ct.status & IPS_CONFIRMED:
+        status = ct.status
+        if status & IPS_CONFIRMED:
             return NF_ACCEPT
-        if nat_initialized(ct, manip):
+        if status & (IPS_SRC_NAT_DONE if manip == MANIP_SRC else IPS_DST_NAT_DONE):
             return NF_DROP
-        curr = invert(ct.reply)
+        r = ct.reply
+        curr = invert(r) if r.proto == IPPROTO_ICMP else Tuple(r.dst, r.src, r.proto, r.dport, r.sport)
         new = self.get_unique_tuple(curr, rng, ct, manip)
         if new != curr:
-            ct.reply = invert(new)
+            ct.reply = invert(new) if new.proto == IPPROTO_ICMP else Tuple(
+                new.dst, new.src, new.proto, new.dport, new.sport)
             if manip == MANIP_SRC:
                 ct.status |= IPS_SRC_NAT
                 ct.nat_src = (new.src, new.sport)
@@ -452,7 +456,13 @@ class Nat:
         flags = r.flags
         if manip == MANIP_SRC and not flags & RANGE_PROTO_RANDOM_ALL:
             # 1) keep the source as it is, or reuse this source's mapping
-            if _in_range(orig, r):
+            # (_in_range's address test first, inline: MASQUERADE and SNAT
+            # to another address fail it for every new connection)
+            if flags & RANGE_MAP_IPS and not (r.min_ip <= orig.src <= r.max_ip):
+                found = self._find_appropriate_src(orig, r, ct.zone)
+                if found is not None and not self._used(found, ct):
+                    return found
+            elif _in_range(orig, r):
                 if not self._used_tuple_new(orig, ct):
                     return orig
             else:
@@ -474,7 +484,9 @@ class Nat:
 
     def _used(self, t: Tuple, ct: Conn) -> bool:
         """nf_nat_used_tuple: replies to `t` would match another connection."""
-        return bool(self.index.tuple_taken(invert(t), ct))
+        if t.proto == IPPROTO_ICMP:
+            return bool(self.index.tuple_taken(invert(t), ct))
+        return bool(self.index.tuple_taken(Tuple(t.dst, t.src, t.proto, t.dport, t.sport), ct))
 
     def _lookup(self, t: Tuple) -> tuple[Conn, int] | None:
         fn = getattr(self.index, "lookup", None)
@@ -513,10 +525,10 @@ class Nat:
     def _find_appropriate_src(self, t: Tuple, r: NatRange, zone: int) -> Tuple | None:
         """find_appropriate_src: the mapping another connection from the same
         source (address, port, protocol) got, if it fits the range."""
-        key = (zone, t.proto, t.src, t.sport)
-        lst = self._bysource.get(key)
+        lst = self._bysource.get((zone, t.proto, t.src, t.sport))
         if not lst:
             return None
+        key = (zone, t.proto, t.src, t.sport)
         live = [c for c in lst if self._alive(c)]
         if len(live) != len(lst):
             if live:
