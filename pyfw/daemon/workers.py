@@ -452,13 +452,18 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
 
     n = args.workers
     if args.nfqueue + n - 1 > 65535:
-        log(f"queues {args.nfqueue}-{args.nfqueue + n - 1} out of range 0-65535")
+        log(f"queues {args.nfqueue}-{args.nfqueue + n - 1} out of range 0-65535", error=True)
         return 2
     try:
         topo = read_topology(args.outside or ())
     except (ValueError, OSError, subprocess.CalledProcessError) as exc:
-        log(f"cannot steer to workers: {exc}")
+        log(f"cannot steer to workers: {exc}", error=True)
         return 1
+    for dev in topo.outside:
+        try:
+            socket.if_nametoindex(dev)
+        except OSError:
+            log(f"outside interface {dev} does not exist (yet): its packets are steered once it does", error=True)
     last = args.nfqueue + n - 1
     rules = worker_steering(args.nfqueue, n, topo, args.fail_open, args.ipv6)
     steering = rules.steering
@@ -466,7 +471,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
     try:
         pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")), opts=opts)
     except (OSError, WorkerDied) as exc:
-        log(str(exc))
+        log(str(exc), error=True)
         return 1
     restarts: list[float] = []
     generation = 0
@@ -501,15 +506,15 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
             now = time.monotonic()
             restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
             if len(restarts) > MAX_RESTARTS:
-                log(f"worker {k} died again, {len(restarts)} restarts in {RESTART_WINDOW:.0f}s: stopping")
+                log(f"worker {k} died again, {len(restarts)} restarts in {RESTART_WINDOW:.0f}s: stopping", error=True)
                 return False
             try:
                 status = pool.respawn(k, live.ruleset)
             except (OSError, WorkerDied) as exc:
-                log(f"worker {k} died and cannot be restarted: {exc}: stopping")
+                log(f"worker {k} died and cannot be restarted: {exc}: stopping", error=True)
                 return False
             log(f"worker {k} (queue {args.nfqueue + k}) exited with status {status}, restarted; "
-                "its connections are lost")
+                "its connections are lost", error=True)
             relay.resubscribe(k)
         return True
 
@@ -552,7 +557,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
         try:
             server = PoolServer(args.socket, live)
         except OSError as exc:
-            log(f"cannot listen on {args.socket}: {exc}")
+            log(f"cannot listen on {args.socket}: {exc}", error=True)
             return 1
         pool.close_in_child.append(server.sock)
 
@@ -573,7 +578,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
         try:
             rules.install()
         except subprocess.CalledProcessError as exc:
-            log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}")
+            log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}", error=True)
             return 1
         stale = stale_rules(args.nfqueue, keep_owner=steering.owner)
         took = remove_rules(stale)
@@ -611,7 +616,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
                         pool.call("pyfw.daemon.workers:set_host", new_host)
                         resteer()
             except WorkerDied as exc:
-                log(str(exc))
+                log(str(exc), error=True)
             if not respawn_dead():
                 rc = 1
                 break
