@@ -11,7 +11,8 @@ the inside client (orig dst = server = reply src), a port forward (DNAT)
 rewrites the gateway's public address (orig src = client = reply dst).  So
 the key of a packet is the address of the far side, chosen by where the
 packet comes from, and hashed by a small classic-BPF program (`-m bpf`, one
-rule per worker, `hash % N == k`; the last worker takes what is left):
+rule per worker, `hash % N == k`; the last worker takes what is left), by
+the first row that fits:
 
 =========================================  ====================  ==============
 packet                                     key                   ICMP error key
@@ -51,7 +52,8 @@ the remote side as well, i.e. DNAT/REDIRECT of outbound connections
 inside interfaces; and an ICMP error the gateway sends inside about a
 packet addressed to one of its addresses past MAX_LOCAL.  Per-packet state
 outside conntrack (`limit`, `hashlimit`, `recent`, `statistic --mode nth`,
-`quota`) is per worker too.  A packet too short for the program falls to the last worker.
+`quota`) is per worker too.  A packet too short for the program falls to
+the last worker.
 
 Packets accepted at PREROUTING whose source the engine rewrote come back at
 mangle POSTROUTING marked with their worker's own POST mark
