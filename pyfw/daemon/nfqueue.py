@@ -140,6 +140,51 @@ def _ttl_back(frame: bytes) -> bytes:
     return bytes(out)
 
 
+class _CutPacket:
+    """A packet the kernel handed over cut at the queue's copy range (at
+    most 65531 bytes: loopback's 64 KiB segments are longer).  The engine
+    sees it padded to its length (its headers are whole); it passes only
+    as it came: a rewrite cannot be given back, the kernel would cut the
+    packet to what we return, so a packet the rules rewrite is dropped."""
+
+    def __init__(self, qp: Any, data: bytes, adapter: Adapter) -> None:
+        self.qp = qp
+        self.adapter = adapter
+        self.hook = qp.hook
+        self.indev = qp.indev
+        self.padded = data + bytes((data[2] << 8 | data[3]) - len(data))
+        self.rewritten = False
+
+    def get_payload(self) -> bytes:
+        return self.padded
+
+    def get_hw(self) -> Any:
+        return self.qp.get_hw()
+
+    def get_mark(self) -> int:
+        return int(self.qp.get_mark())
+
+    def set_payload(self, payload: bytes) -> None:
+        self.rewritten = self.rewritten or payload != self.padded
+
+    def set_mark(self, mark: int) -> None:
+        if mark == self.adapter.post_mark:
+            self.rewritten = True  # a source NAT waiting for POSTROUTING
+        else:
+            self.qp.set_mark(mark)
+
+    def accept(self) -> None:
+        if self.rewritten:
+            self.adapter._count("cut-rewrite-dropped")
+            self.qp.drop()
+        else:
+            self.adapter._count("cut-passed")
+            self.qp.accept()
+
+    def drop(self) -> None:
+        self.qp.drop()
+
+
 def _queue_class() -> Any:
     """pyfw's own netlink reader (pyfw.daemon.nfqnl); PYFW_NFQUEUE_BINDING=netfilterqueue
     takes the C binding instead, with the same interface (to compare the two)."""
@@ -217,6 +262,9 @@ class Adapter:
 
     def _packet(self, qp: Any) -> None:
         try:
+            data = qp.get_payload()
+            if len(data) >= 20 and (data[2] << 8 | data[3]) > len(data):
+                qp = _CutPacket(qp, data, self)
             self._verdict(qp)
         except Exception:
             self._count("adapter_error")
