@@ -271,17 +271,9 @@ class Adapter:
             qp.drop()
 
     def _verdict(self, qp: Any) -> None:
-        eng = self.engine
         data = qp.get_payload()
-        now = time.monotonic()
-        eng.delivered = None
-        eng.own_frames = 0
-        eng.mark = None
-        if eng.host is not self._host_seen:
-            self._host_seen = eng.host
-            self._names.clear()
-            self._heads.clear()
         if qp.hook == NF_IP_POST_ROUTING:
+            # the second pass of a packet the engine gave a new source: no engine here
             entry = self.pending.pop(_post_key(data), None)
             if entry is None:
                 qp.set_mark(0)
@@ -293,6 +285,15 @@ class Adapter:
             qp.set_payload(final)
             qp.accept()
             return
+        eng = self.engine
+        now = time.monotonic()
+        eng.delivered = None
+        eng.own_frames = 0
+        eng.mark = None
+        if eng.host is not self._host_seen:
+            self._host_seen = eng.host
+            self._names.clear()
+            self._heads.clear()
         if qp.hook == NF_IP_LOCAL_OUT:
             res = eng.send(data, now)
         else:
