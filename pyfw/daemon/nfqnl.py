@@ -51,6 +51,7 @@ FLUSH_BYTES = 96 * 1024       # ... or once this many bytes of verdicts wait (un
 
 htonl = socket.htonl
 _NLMSG = struct.Struct("=IHHII")
+_LEN_TYPE = struct.Struct("=IH")
 _ATTR = struct.Struct("=HH")
 _BE32 = struct.Struct("!I")
 _PKT_HDR = struct.Struct("!IHB")
@@ -179,7 +180,7 @@ class NfQueue:
     def _drop_unread(self, off: int, mlen: int) -> None:
         pkt = self._parse(off, off + mlen)
         if pkt is not None:
-            self.verdict(pkt[0], NF_DROP, None, None)
+            self.verdict(pkt.id, NF_DROP, None, None)
             self.flush()
 
     def _next_seq(self) -> int:
@@ -293,8 +294,8 @@ class NfQueue:
         except OSError:
             self.stats["errors"] += 1
 
-    def _parse(self, start: int, end: int) -> tuple[int, int, int, int, int, int, bytes | None, bytes] | None:
-        """(id, hook, hw_protocol, indev, outdev, mark, hwaddr, payload) of the packet message at start."""
+    def _parse(self, start: int, end: int) -> QueuedPacket | None:
+        """The packet message at `start` (ending at `end`) as a QueuedPacket; None without a header."""
         buf = self._buf
         off = start + 20  # nlmsghdr + nfgenmsg
         pid = -1
@@ -313,34 +314,44 @@ class NfQueue:
             if atype == NFQA_PAYLOAD:
                 payload = self._mv[off + 4:off + alen].tobytes()
                 break  # the kernel puts it last
-            if atype == NFQA_PACKET_HDR:
-                pid, hw, hook = _PKT_HDR.unpack_from(buf, off + 4)
-            elif atype == NFQA_IFINDEX_INDEV:
+            if atype == NFQA_IFINDEX_INDEV:
                 indev = _BE32.unpack_from(buf, off + 4)[0]
-            elif atype == NFQA_IFINDEX_OUTDEV:
-                outdev = _BE32.unpack_from(buf, off + 4)[0]
+            elif atype == NFQA_HWADDR:
+                if alen >= 16:
+                    hwaddr = bytes(buf[off + 8:off + 16])
             elif atype == NFQA_MARK:
                 mark = _BE32.unpack_from(buf, off + 4)[0]
-            elif atype == NFQA_HWADDR and alen >= 16:
-                hwaddr = bytes(buf[off + 8:off + 16])
+            elif atype == NFQA_IFINDEX_OUTDEV:
+                outdev = _BE32.unpack_from(buf, off + 4)[0]
+            elif atype == NFQA_PACKET_HDR:
+                pid, hw, hook = _PKT_HDR.unpack_from(buf, off + 4)
             off += (alen + 3) & ~3
         if pid < 0:
             return None
-        return pid, hook, hw, indev, outdev, mark, hwaddr, payload
+        return QueuedPacket(self, pid, hook, hw, indev, outdev, mark, hwaddr, payload)
 
     def run(self, block: bool = True) -> None:
         """Serve the waiting packets (a batch at a time, verdicts sent after each batch);
         with block, wait for the first one; without, return when none waits."""
         recv_into = self.sock.recv_into
         buf = self._buf
+        parse = self._parse
+        callback = self.callback
         flags = 0 if block else socket.MSG_DONTWAIT
         served = 0
         try:
-            while self.callback is not None:
+            while callback is not None and self.callback is not None:
                 try:
                     size = recv_into(buf, 0, flags)
                 except BlockingIOError:
-                    break
+                    if not (self._out or self._plain):
+                        break
+                    # Verdicts reinject their packets within the send: one
+                    # that comes back to the queue (a later hook) is waiting
+                    # as it returns, and is served now rather than after
+                    # another wait in the caller's select.
+                    self.flush()
+                    continue
                 except InterruptedError:
                     continue
                 except OSError as exc:
@@ -351,15 +362,14 @@ class NfQueue:
                 flags = socket.MSG_DONTWAIT
                 off = 0
                 while off + 16 <= size:
-                    mlen, mtype = _NLMSG.unpack_from(buf, off)[:2]
+                    mlen, mtype = _LEN_TYPE.unpack_from(buf, off)
                     if mlen < 16:
                         break
                     if mtype == NFQNL_MSG_PACKET:
-                        pkt = self._parse(off, min(off + mlen, size))
-                        if pkt is not None:
+                        qp = parse(off, min(off + mlen, size))
+                        if qp is not None:
                             served += 1
-                            qp = QueuedPacket(self, *pkt)
-                            self.callback(qp)
+                            callback(qp)
                             if not qp.done:
                                 self.held.add(qp.id)
                     elif mtype == NLMSG_ERROR and struct.unpack_from("=i", buf, off + 16)[0]:
