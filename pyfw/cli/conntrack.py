@@ -674,7 +674,9 @@ def _connect(path: str, query: Query, timeout: float | None) -> socket.socket:
 
 
 def _unreachable(path: str, exc: Exception) -> Result:
-    return Result(1, "", f"pyfw conntrack: cannot reach the pyfw daemon at {path}: {exc}\n")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return Result(1, "", f"pyfw conntrack: cannot reach the pyfw daemon at {path}: {reason}; give --socket PATH "
+                         "(or set PYFW_SOCKET) for a running pyfw daemon\n")
 
 
 def request(path: str, query: Query, timeout: float = 30.0) -> dict[str, Any]:
