@@ -285,3 +285,37 @@ def test_stop_leaves_nothing(tmp_path: Path) -> None:
         assert lab.stop() == 0, lab.log
     finally:
         lab.down()
+
+
+def test_start_up_checks_touch_nothing(tmp_path: Path) -> None:
+    """A missing bridge, a bad host file or ruleset: a message and an exit
+    status before any device is made."""
+    ns = f"pyfw-tc-{os.getpid()}"
+    sh("ip", "netns", "add", ns)
+    try:
+        host = tmp_path / "host.toml"
+        rules = tmp_path / "rules"
+        rules.write_text(RULES)
+        env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
+
+        def daemon(*args: str) -> subprocess.CompletedProcess[str]:
+            return sh(PY, "-m", "pyfw.daemon", "--tap", "--host", str(host), "--socket", str(tmp_path / "s"),
+                      *args, ns=ns, check=False, env=env)
+
+        host.write_text('[host]\nname = "g"\n[[interface]]\nname = "eth0"\naddresses = ["10.1.1.1/24"]\n'
+                        'bridge = "nosuchbr"\ntap = "tcheck0"\n')
+        r = daemon("--ruleset", str(rules))
+        assert r.returncode == 1 and "no bridge named nosuchbr" in r.stderr, r.stderr
+        host.write_text('[host]\nname = "g"\n[[interface]]\nname = "eth0"\ncolour = "red"\n')
+        r = daemon()
+        assert r.returncode == 2 and "colour" in r.stderr, r.stderr
+        host.write_text('[host]\nname = "g"\n[[interface]]\nname = "eth0"\naddresses = ["10.1.1.1/24"]\ntap = "tcheck0"\n')
+        rules.write_text("*filter\n-A INPUT -p tcp --dport 99999 -j ACCEPT\nCOMMIT\n")
+        r = daemon("--ruleset", str(rules))
+        assert r.returncode == 2 and "Error occurred at line: 2" in r.stderr, r.stderr
+        r = daemon("--status", "10.9.9.9:80")
+        assert r.returncode == 2 and "not an address of the host" in r.stderr, r.stderr
+        assert "tcheck0" not in sh("ip", "-o", "link", ns=ns).stdout
+        assert not (tmp_path / "s").exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
