@@ -29,7 +29,6 @@ from pyfw.stack.tcp import (
     CLOSE_WAIT,
     CLOSED,
     ESTABLISHED,
-    SYN_RCVD,
     TIME_WAIT,
     Connection,
     unwrap,
@@ -39,6 +38,7 @@ from pyfw.wire import udp as wire_udp
 from pyfw.wire.checksum import IPPROTO_TCP, IPPROTO_UDP, verify, verify_l4
 from pyfw.wire.tcp import ACKF, RST, SYN, parse_options
 
+#: Makes the application of an accepted connection (see tcp.App for what it must offer).
 AppFactory = Callable[[Connection], Any]
 DatagramHandler = Callable[[int, int, bytes], None]
 
@@ -496,4 +496,4 @@ class Stack:
             del lst.half_open[conn.key]
 
 
-__all__ = ["Stack", "Connection", "Listener", "format_addr", "parse_addr", "SYN_RCVD"]
+__all__ = ["Stack", "Connection", "Listener", "format_addr", "parse_addr"]

@@ -88,7 +88,9 @@ _RECEIVING = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))
 
 
 class App(Protocol):
-    """What the stack calls on an application (on_writable is optional)."""
+    """What the stack calls on an application.  Optional as well:
+    on_connect(conn) after an active open, on_writable(conn) when the send
+    queue drops below SEND_LOWAT (to stream a large body)."""
 
     def on_data(self, conn: Connection, data: bytes) -> None: ...
 
