@@ -29,11 +29,6 @@ if _problem is None:
     for tool in ("curl", "ping", "nc", "ss"):
         if shutil.which(tool) is None:
             _problem = f"{tool} not installed (scripts/setup.sh --demo installs it)"
-if _problem is None:
-    try:
-        import netfilterqueue  # noqa: F401
-    except ImportError:
-        _problem = "the NetfilterQueue binding is not installed (extra 'nfqueue')"
 pytestmark = [pytest.mark.root, pytest.mark.skipif(_problem is not None, reason=str(_problem))]
 
 STEPS = ("HTTP", "DNS/UDP", "ping", "refused", "forward", "stop")
