@@ -5,8 +5,11 @@ traces, see its README) is replayed through one gateway namespace
 (tests/gateway_lab.py) and through pyfw's engine built as `pyfw simulate`
 builds it, twice: with a ruleset that counts every conntrack state, logs
 the new, related and invalid packets, drops the invalid ones and
-masquerades what leaves by wan; and routed, without NAT, forwarding
-everything (invalid packets too) with counting and LOG rules.  After each capture the two sides must agree on the frames
+masquerades what leaves by wan; routed, without NAT, forwarding
+everything (invalid packets too) with counting and LOG rules; and routed
+with the far side behind the dmz (MTU 1280: fragmentation, and
+"fragmentation needed" for DF), for captures with bigger datagrams (the far
+side's own bigger frames cannot be on that link and are left out).  After each capture the two sides must agree on the frames
 sent out of each interface (from the IP header on, in order; IDs of packets
 the gateway makes aside), every rule and policy counter, the connection
 table (timeouts aside) and the LOG lines.
@@ -65,8 +68,9 @@ pytestmark = [
 ]
 
 GW_WAN = "203.0.113.1"
-LAN_BASE, WAN_BASE = "192.168.10.", "198.51.100."
-FIRST_HOST, MAX_LAN = 10, 60
+LAN_BASE, WAN_BASE, DMZ_BASE = "192.168.10.", "198.51.100.", "10.20.0."
+FIRST_HOST, MAX_LAN, MAX_DMZ = 10, 60, 40
+DMZ_MTU = 1280
 LAN, WAN = "lan", "wan"
 
 RULES = """*mangle
@@ -126,7 +130,9 @@ COMMIT
 -A FORWARD -p tcp -m state --state NEW -m tcp ! --syn -j LOG --log-prefix "{T}pickup "
 COMMIT
 """
-VARIANTS = {"masquerade": RULES, "routed": RULES_ROUTED}
+# routed, the far side behind the dmz (MTU 1280): what is bigger is
+# fragmented, or answered with "fragmentation needed" when DF is set
+VARIANTS = {"masquerade": RULES, "routed": RULES_ROUTED, "dmz": RULES_ROUTED}
 
 # Known disagreements, each with the exact difference (engine bugs left for later).
 XFAIL: dict[tuple[str, str], str] = {}
@@ -137,6 +143,9 @@ def realworld_spec() -> HostSpec:
     have = {ip for ip, _dev in spec.neighbors}
     spec.neighbors += [(f"{LAN_BASE}{n}", LAN) for n in range(FIRST_HOST, FIRST_HOST + MAX_LAN)
                        if f"{LAN_BASE}{n}" not in have]
+    spec.neighbors += [(f"{DMZ_BASE}{n}", "dmz") for n in range(FIRST_HOST, FIRST_HOST + MAX_DMZ)
+                       if f"{DMZ_BASE}{n}" not in have]
+    assert spec.iface("dmz").mtu == DMZ_MTU
     return spec
 
 
@@ -249,8 +258,10 @@ def _flow_of(m: Mapping, p: Packet) -> tuple[Any, ...]:
     return _flow(p.src, p.dst, p.proto, p.sport, p.dport)
 
 
-def plan(frames: list[bytes], masquerade: bool = True) -> tuple[Mapping, list[Packet]]:
-    """Put every address on a side; the frames that can cross the gateway."""
+def plan(frames: list[bytes], masquerade: bool = True, far: tuple[str, int] = (WAN_BASE, 244)
+         ) -> tuple[Mapping, list[Packet]]:
+    """Put every address on a side; the frames that can cross the gateway
+    (`far`: the far side's addresses and how many hosts it has)."""
     m = Mapping()
     usable: list[Packet] = []
     parsed = [_parse(f, i) for i, f in enumerate(frames)]
@@ -279,7 +290,9 @@ def plan(frames: list[bytes], masquerade: bool = True) -> tuple[Mapping, list[Pa
                 m.lab[addr] = f"{LAN_BASE}{FIRST_HOST + n_lan}"
                 n_lan += 1
             else:
-                m.lab[addr] = f"{WAN_BASE}{FIRST_HOST + n_wan}"
+                if n_wan >= far[1]:
+                    break
+                m.lab[addr] = f"{far[0]}{FIRST_HOST + n_wan}"
                 n_wan += 1
             m.side[addr] = where
         else:
@@ -315,7 +328,8 @@ def _rewrite_addrs(b: bytearray, ip: int, new_src: bytes, new_dst: bytes) -> tup
     return old, new
 
 
-def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec, masquerade: bool = True) -> Frame:
+def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec, masquerade: bool = True,
+            far_iface: str = WAN) -> Frame:
     where = m.side[p.src]
     opened_from_lan = masquerade and m.opened_by.get(_flow_of(m, p)) == LAN
 
@@ -324,7 +338,7 @@ def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec, masquerade: boo
             return bytes(int(x) for x in GW_WAN.split("."))
         return bytes(int(x) for x in m.lab[addr].split(".")) if addr in m.lab else addr
 
-    iface = spec.iface(where)
+    iface = spec.iface(LAN if where == LAN else far_iface)
     b = bytearray(frame)
     b[0:12] = bytes.fromhex(iface.mac.replace(":", "")) + bytes.fromhex(iface.peer_mac.replace(":", ""))
     old, new = _rewrite_addrs(b, 14, lab(p.src), lab(p.dst))
@@ -344,15 +358,24 @@ def rewrite(frame: bytes, p: Packet, m: Mapping, spec: HostSpec, masquerade: boo
             elif p.quoted[2] == 17:
                 _patch16(b, inner + iihl + 6, iold, inew, udp=True)
             _patch16(b, l4 + 2, before, bytes(b[inner:]))
-    return Frame(where, bytes(b), f"capture frame {p.index + 1}")
+    return Frame(iface.name, bytes(b), f"capture frame {p.index + 1}")
 
 
-def prepare(name: str, spec: HostSpec, masquerade: bool = True) -> list[Frame]:
+def prepare(name: str, spec: HostSpec, variant: str = "masquerade") -> list[Frame]:
     from pyfw.io.pcap import read_frames
 
     frames = [bytes(f) for _ts, _n, f in read_frames(str(PCAPS / name))]
-    m, usable = plan(frames, masquerade)
-    return [rewrite(frames[p.index], p, m, spec, masquerade) for p in usable]
+    masquerade = variant == "masquerade"
+    far, far_iface = ((DMZ_BASE, MAX_DMZ), "dmz") if variant == "dmz" else ((WAN_BASE, 244), WAN)
+    m, usable = plan(frames, masquerade, far)
+    out = [rewrite(frames[p.index], p, m, spec, masquerade, far_iface) for p in usable]
+    # what the far side sent bigger than its link's MTU cannot be on that link
+    mtu = spec.iface(far_iface).mtu
+    return [f for f in out if f.iface == LAN or len(f.data) - 14 <= mtu]
+
+
+def _biggest(frames: list[Frame]) -> int:
+    return max((struct.unpack_from("!H", f.data, 16)[0] for f in frames), default=0)
 
 
 # ====================================================================== both sides
@@ -428,9 +451,11 @@ def _params() -> list[Any]:
 
 @pytest.mark.parametrize("name,variant", _params())
 def test_capture_like_kernel(labs: Any, name: str, variant: str) -> None:
-    frames = prepare(name, SPEC, masquerade=variant == "masquerade")
+    frames = prepare(name, SPEC, variant)
     if not frames:
         pytest.skip("no IPv4 unicast frame crosses a two-interface gateway")
+    if variant == "dmz" and _biggest(frames) <= DMZ_MTU:
+        pytest.skip(f"no datagram over the dmz MTU ({DMZ_MTU}): the routed run covers it")
     with tempfile.TemporaryDirectory(prefix="pyfw-rw-") as wd:
         out = replay(labs(variant), SPEC, name, frames, Path(wd), variant)
     RESULTS[out.name] = out
