@@ -143,6 +143,9 @@ class Hotdrop(Exception):
 #       socket (leave it unset, uid None).
 #   pkt.extra["groups"]: the supplementary groups (iterable of gids) of a
 #       local socket's owner, for owner --suppl-groups.
+#   pkt.extra["csum_unnecessary"]: the device vouched for the transport
+#       checksum (a TAP's offloaded super-frame: CHECKSUM_PARTIAL), so the
+#       checks of nf_ip_checksum pass it (REJECT's answer goes out).
 #   pkt.ct_template: set by the CT target, and cleared again by conntrack
 #       when it runs (nf_conntrack_in drops the template from the skb):
 #       while set, conntrack/state/connmark see the template as the kernel

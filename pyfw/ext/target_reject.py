@@ -213,10 +213,11 @@ def _csum_ok(pkt: Packet) -> bool:
     The kernel sums the skb from skb->data, which in INPUT and FORWARD is
     still the IP header: a header whose checksum went stale (the record
     route / timestamp slots ip_rcv_options filled in) fails it too.
-    Locally made packets (checksum left to the device) always pass."""
+    Locally made packets (checksum left to the device) always pass, and so
+    do those whose device vouched for it (CHECKSUM_PARTIAL/UNNECESSARY)."""
     from pyfw.ext._csum import sum16, verifies
 
-    if pkt.local:
+    if pkt.local or (pkt.extra is not None and pkt.extra.get("csum_unnecessary")):
         return True
     d = pkt.data
     ihl = pkt.ihl

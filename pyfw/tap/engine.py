@@ -85,13 +85,17 @@ class TapEngine(Engine):
             if not hdr.partial or not netlen:
                 self._count("gso_unsupported")
                 return Result(None, "malformed", reason="gso-unsupported")
-            self._rx = {"vnet": hdr, "gso_netlen": netlen}
+            self._rx = {"vnet": hdr, "gso_netlen": netlen, "csum_unnecessary": True}
         elif hdr.partial:
             buf = bytearray(frame)
             if not vnet.complete_checksum(buf, hdr.csum_start, hdr.csum_offset):
                 self._count("malformed:vnet-csum")
                 return Result(None, "malformed", reason="vnet-csum")
             return self.receive(bytes(buf), iface, now)
+        elif hdr.valid:
+            self._rx = {"csum_unnecessary": True}
+        else:
+            return self.receive(frame, iface, now)
         # CHECKSUM_PARTIAL / UNNECESSARY: nf_conntrack_checksum takes the
         # device's word for it (skb_csum_unnecessary)
         cfg = self.ct.cfg

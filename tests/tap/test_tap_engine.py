@@ -209,3 +209,20 @@ def test_random_frames_and_headers_never_raise() -> None:
     assert "adapter_error" not in gw.stats, gw.stats
     assert eng.stats.get("engine_error", 0) == 0, eng.stats
     eng.neigh_timers(100.0)
+
+
+def test_reject_with_tcp_reset_answers_a_super_frame() -> None:
+    # a rule inserted while a bulk flow runs: the kernel resets it (it does
+    # not verify a CHECKSUM_PARTIAL skb's checksum before answering)
+    rules = RULES + "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" \
+        "-A FORWARD -p tcp --dport 80 -j REJECT --reject-with tcp-reset\nCOMMIT\n"
+    rs = restore(Ruleset(), rules, RestoreOptions(), program="pyfw-restore").ruleset
+    eng = TapEngine(rs, parse_host(HOST.format(mtu=1500)))
+    learn(eng)
+    res = eng.receive_frame(bytes(tcp_frame(20000, partial=True)), "eth0", 1.0, GSO)
+    assert res.verdict == "REJECT"
+    [rst] = res.emitted
+    assert rst.iface == "eth0" and rst.frame[:6] == LAN and rst.frame[47] & 0x04
+    assert rst.hdr == vnet.PLAIN  # type: ignore[attr-defined]
+    assert verify_l4(DST, SRC, 6, bytes(rst.frame[34:]))
+    assert struct.unpack_from("!I", rst.frame, 38)[0] == 2000  # its seq: the segment's ack
