@@ -292,7 +292,16 @@ class NfQueue:
         try:
             self.sock.send(data)
         except OSError:
-            self.stats["errors"] += 1
+            # (a send buffer smaller than the batch, say): one message at a
+            # time, so that no packet waits in the kernel for a lost verdict
+            off = 0
+            while off + 16 <= len(data):
+                mlen = _LEN_TYPE.unpack_from(data, off)[0]
+                try:
+                    self.sock.send(data[off:off + mlen])
+                except OSError:
+                    self.stats["errors"] += 1
+                off += (mlen + 3) & ~3
 
     def _parse(self, start: int, end: int) -> QueuedPacket | None:
         """The packet message at `start` (ending at `end`) as a QueuedPacket; None without a header."""

@@ -198,3 +198,18 @@ def test_ttl_back_keeps_the_header_checksum_valid() -> None:
         assert out[8] == min(ttl + 1, 255)
         assert out[:8] == hdr[:8] and out[9:10] == hdr[9:10] and out[12:] == hdr[12:] + b"data"
         assert checksum(out[:20]) in (0, 0xFFFF)
+
+
+def test_a_batch_the_socket_refuses_goes_one_message_at_a_time() -> None:
+    class SmallBuffer(FakeSocket):
+        def send(self, data: bytes) -> int:
+            if len(data) > 2000:
+                raise OSError(90, "Message too long")
+            return super().send(data)
+
+    q, _ = fake_queue([], None)
+    q.sock = sock = SmallBuffer([packet_message(i, 0, b"p" * 1000) for i in range(1, 9)])
+    q.callback = lambda p: p.set_payload(b"q" * 1000) or p.accept()
+    q.run(block=False)
+    ids = [struct.unpack("!II", attrs(body)[nfqnl.NFQA_VERDICT_HDR])[1] for d in sock.sent for _t, body in messages(d)]
+    assert ids == list(range(1, 9)) and q.stats["errors"] == 0
