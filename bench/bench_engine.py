@@ -62,13 +62,13 @@ WAN_GW = bytes.fromhex("020000000002")
 
 
 def frame(dst_mac: bytes, src: int, dst: int, proto: int, sport: int, dport: int, flags: int = 0x02,
-          seq: int = 1, ack: int = 0) -> bytes:
+          seq: int = 1, ack: int = 0, payload: bytes = b"") -> bytes:
     if proto == 17:
         l4 = struct.pack("!HHHH", sport, dport, 8 + 16, 0) + b"x" * 16
         c = l4_checksum(src, dst, 17, l4)
         l4 = l4[:6] + struct.pack("!H", c) + l4[8:]
     else:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 65535, 0, 0)
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 65535, 0, 0) + payload
         c = l4_checksum(src, dst, 6, l4)
         l4 = l4[:16] + struct.pack("!H", c) + l4[18:]
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0,
@@ -136,30 +136,41 @@ def new_flow_rate(rules: int, packets: int, frames: list[bytes] | None = None) -
     return packets / dt
 
 
-def established_rate(rules: int, packets: int, flows: int = 200) -> float:
+def established_rate(rules: int, packets: int, flows: int = 200, fastpath: bool | None = None) -> float:
+    """Data one way and ACKs the other on `flows` handshaken TCP connections
+    through MASQUERADE, sequence numbers advancing (window checks pass)."""
     rs = restore(Ruleset(), gateway_ruleset(rules), RestoreOptions()).ruleset
-    eng = Engine(rs, parse_host(HOST, "bench.toml"))
+    eng = Engine(rs, parse_host(HOST, "bench.toml"), fastpath=fastpath)
     now = 1.0
     fl = []
+    wan = 0xCB007101  # the masquerading address
     for i in range(flows):
         src, dst, sport, dport = 0xC0A80100 + 2 + i % 200, 0x08080808, 30000 + i, 80
         eng.receive(frame(GW, src, dst, 6, sport, dport, 0x02, seq=1000), "eth0", now)
         now += 1e-6
-        eng.receive(frame(WAN_GW, dst, 0xCB007101, 6, dport, sport, 0x12, seq=5000, ack=1001), "eth1", now)
+        eng.receive(frame(WAN_GW, dst, wan, 6, dport, sport, 0x12, seq=5000, ack=1001), "eth1", now)
+        now += 1e-6
+        eng.receive(frame(GW, src, dst, 6, sport, dport, 0x10, seq=1001, ack=5001), "eth0", now)
         now += 1e-6
         fl.append((src, dst, sport, dport))
-    # then data segments in both directions with advancing sequence numbers
-    seq = {k: 1001 for k in range(flows)}
+    payload = b"d" * 64
+    seq = [1001] * flows
     frames = []
     for n in range(packets):
-        k = n % flows
+        k = (n // 2) % flows
         src, dst, sport, dport = fl[k]
-        frames.append(frame(GW, src, dst, 6, sport, dport, 0x10, seq=seq[k], ack=5001))
+        if n % 2 == 0:
+            frames.append((frame(GW, src, dst, 6, sport, dport, 0x18, seq=seq[k], ack=5001, payload=payload),
+                           "eth0"))
+            seq[k] += len(payload)
+        else:
+            frames.append((frame(WAN_GW, dst, wan, 6, dport, sport, 0x10, seq=5001, ack=seq[k]), "eth1"))
     gc.disable()
     t = time.perf_counter()
-    for f in frames:
+    receive = eng.receive
+    for f, iface in frames:
         now += 1e-6
-        eng.receive(f, "eth0", now)
+        receive(f, iface, now)
     dt = time.perf_counter() - t
     gc.enable()
     return packets / dt

@@ -123,7 +123,9 @@ class EngineEnv:
 class Engine:
     """One simulated host: its tables, connection table and NAT."""
 
-    def __init__(self, ruleset: Ruleset, host: Any) -> None:
+    def __init__(self, ruleset: Ruleset, host: Any, fastpath: bool | None = None) -> None:
+        """`fastpath`: replay established flows from a cache of their walks
+        (pyfw.engine.fastpath); None: on unless PYFW_FASTPATH=0."""
         self.host = host
         self.ruleset = ruleset
         self.now = 0.0
@@ -144,7 +146,13 @@ class Engine:
         self.defrag = Defrag(timeout=float(timeout)) if timeout else Defrag()
         self._last_gc = 0.0
         self.rejected_last = False
+        self.fastpath: Any = None
         self.load(ruleset)
+        from pyfw.engine import fastpath as fp
+
+        if fp.enabled_by_default() if fastpath is None else fastpath:
+            self.fastpath = fp.FastPath(self)
+            self.fastpath.clear()
 
     def reset(self) -> None:
         """A clean state (tests): no connections, fragments, logs, rate state."""
@@ -181,6 +189,8 @@ class Engine:
         # engine never changes: remember them (cleared with every load).
         self._input_routes: dict[tuple[int, int, str, int], Any] = {}
         self._l2_heads: dict[tuple[str, int, int], bytes] = {}
+        if self.fastpath is not None:
+            self.fastpath.clear()  # its entries are walks of the old tables
 
     def _nat_walk(self, hook: str) -> Callable[[Packet], int]:
         return lambda p: self._table("nat", hook, p, None)
@@ -215,14 +225,17 @@ class Engine:
         if now - self._last_gc >= 1.0 or now < self._last_gc:
             self._last_gc = now
             self.ct.expire(now)
-        for exp in self.defrag.expire(now):
-            if exp.head is not None and exp.user != 0:
-                self._count("reasm_timeout")
+        if self.defrag.queues:
+            for exp in self.defrag.expire(now):
+                if exp.head is not None and exp.user != 0:
+                    self._count("reasm_timeout")
 
     def receive(self, frame: bytes, iface: str, now: float, trace: bool = False) -> Result:
         """A frame arriving on `iface`."""
         self._tick(now)
         try:
+            if self.fastpath is not None and not trace:
+                return self.fastpath.receive(frame, iface, now)  # type: ignore[no-any-return]
             return self._receive(frame, iface, now, trace)
         except Exception as exc:  # never out of the packet loop
             self._count("engine_error")
@@ -255,7 +268,10 @@ class Engine:
         self.stats[what] = self.stats.get(what, 0) + 1
 
     # ------------------------------------------------------------ receive path
-    def _receive(self, frame: bytes, iface: str, now: float, trace: bool) -> Result:
+    def _receive(self, frame: bytes, iface: str, now: float, trace: bool,
+                 ct_step: Callable[[Packet], int] | None = None) -> Result:
+        """The slow path.  `ct_step` stands in for conntrack's PREROUTING
+        lookup when the fast path already ran the tracker for this frame."""
         if len(frame) < 14:
             self._count("malformed:short-ethernet")
             return Result(None, "malformed", reason="short-ethernet")
@@ -282,7 +298,7 @@ class Engine:
             pkt.pkttype = PACKET_HOST
         res = Result(None, "prerouting")
         tr = res.trace if trace else None
-        verdict = self._prerouting(pkt, res, tr)
+        verdict = self._prerouting(pkt, res, tr, ct_step)
         if verdict is not None:
             res.verdict = self._verdict_name(verdict)
         self._flush_local(res, trace)
@@ -294,18 +310,20 @@ class Engine:
             return "REJECT"
         return VERDICT_NAMES.get(verdict & NF_VERDICT_MASK, "DROP")
 
-    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
+    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None,
+                    ct_step: Callable[[Packet], int] | None = None) -> int | None:
         if self.tracking and (pkt.frag_off & (IP_MF | IP_OFFMASK)):
             pkt = self._reassemble(pkt)  # type: ignore[assignment]
             if pkt is None:
                 res.path = "prerouting"
                 return NF_STOLEN
-        v = self._prerouting_hooks(pkt, tr)
+        v = self._prerouting_hooks(pkt, tr, ct_step)
         if v != NF_ACCEPT:
             return v
         return self._route_input(pkt, res, tr)
 
-    def _prerouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None) -> int:
+    def _prerouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None,
+                          ct_step: Callable[[Packet], int] | None = None) -> int:
         """PREROUTING in priority order: raw, conntrack, mangle, nat (DNAT)."""
         hooked = self._hooked  # (a table without the chain is not called at all)
         if ("raw", "PREROUTING") in hooked:
@@ -314,7 +332,7 @@ class Engine:
                 return v
         if self.tracking:
             pkt.hook = "PREROUTING"
-            v = self.ct.in_hook(pkt)
+            v = self.ct.in_hook(pkt) if ct_step is None else ct_step(pkt)
             if v != NF_ACCEPT:
                 return v
         if ("mangle", "PREROUTING") in hooked:

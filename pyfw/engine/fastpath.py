@@ -1,0 +1,544 @@
+"""The established-flow fast path: a flow direction the slow path has
+already walked, replayed from a precompiled entry.
+
+Once a connection is confirmed and steady, every further packet of one
+direction takes the same walk: the same rules tested, the same counters
+bumped, the same NAT rewrite, the same route and Ethernet header.  The
+entry remembers them, keyed by the bytes that decide the walk (in
+interface; IP addresses and ports; for TCP the data-offset and flag bytes),
+and is valid only while the connection is exactly as it was when the entry
+was learnt (status bits, TCP state, connmark, not expired or removed).
+
+What the kernel does per packet still runs per packet: the protocol
+tracker (TCP state machine and window checks, UDP timeouts, accounting,
+checksum checks) through the very handlers `Conntrack.in_hook` calls.  If a
+handler says anything other than "accepted, nothing changed" (out of
+window, a state change, ASSURED, a kill), the packet continues on the slow
+path from that conntrack outcome, exactly as `in_hook` would have left it.
+
+An entry is learnt only from a slow-path walk in which every rule tested,
+matched or not, depends on nothing but the key and the connection (see
+`PURE_MATCHES`), ended in a standard verdict, logged and emitted nothing
+else; first packets, fragments, IP options, bad checksums, TTL <= 1,
+broadcasts, packets for the host itself, ICMP: always the slow path.
+
+Checksums: the slow path's updates (RFC 1624 csum_replace for NAT, the
+TTL decrement) all leave the canonical value of (old + delta) mod 0xFFFF,
+so one precomputed delta per checksum gives the same bytes; each entry's
+deltas are checked against the packet it was learnt from.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pyfw.engine.api import (
+    IP_CT_ESTABLISHED,
+    IP_CT_ESTABLISHED_REPLY,
+    IP_CT_NEW,
+    IP_CT_NONE,
+    IPS_CONFIRMED,
+    IPS_DYING,
+    IPS_EXPECTED,
+    IPS_SEEN_REPLY,
+    NF_ACCEPT,
+    NF_DROP,
+)
+from pyfw.engine.conntrack import tcp as ct_tcp
+from pyfw.engine.conntrack import udp as ct_udp
+from pyfw.engine.conntrack.conn import Conn, Tuple
+from pyfw.engine.conntrack.table import CT_ACCEPT, CT_REPEAT, IPS_NAT_CLASH
+from pyfw.engine.engine import Emitted, Result
+from pyfw.engine.packet import Packet
+from pyfw.engine.tables import A_GOTO, A_JUMP, A_NONE, A_RETURN, A_VERDICT, CompiledChain, CompiledTable, TraceStep
+
+if TYPE_CHECKING:
+    from pyfw.engine.engine import Engine
+    from pyfw.ruleset.model import Counters, Rule
+
+_M = 0xFFFF
+_TTL_CK = struct.Struct("!BBH")     # TTL, protocol, header checksum (IP bytes 8-11)
+_CK = struct.Struct("!H")
+_TCP_SEQ = struct.Struct("!II2xH")  # seq, ack, (offset, flags), window at IP byte 24
+_ADDRS_PORTS = struct.Struct("!IIHH")
+_TUPLE_NEW = tuple.__new__
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+TH_SYN, TH_RST = 0x02, 0x04
+
+# Entries per interface before the table is emptied (dead connections'
+# entries are only ever dropped this way or when a lookup meets them).
+MAX_ENTRIES = 1 << 16
+# A flow whose walk could not be cached is tried again after this many
+# slow-path packets, doubling up to MAX_BACKOFF.
+FIRST_BACKOFF = 4
+MAX_BACKOFF = 256
+
+
+def _conntrack_pure(data: Any) -> bool:
+    from pyfw.ext.match_conntrack import F_EXPIRES
+
+    return not (data.match_flags | data.invert_flags) & F_EXPIRES  # --ctexpire reads the clock
+
+
+def _tcp_pure(data: Any) -> bool:
+    from pyfw.ext.match_tcp import INV_OPTION
+
+    return not data.option and not data.invflags & INV_OPTION  # options are not in the key
+
+
+def _always(data: Any) -> bool:
+    return True
+
+
+# Matches whose result is a function of what an entry is keyed on and
+# checks: the packet's addresses, ports, protocol, TCP flags (key), the in
+# and out interface (key, route), the connection's tuples, status, ctinfo
+# and mark (checked per packet), the host's fixed addresses.  A received
+# packet's nfmark is 0 until a MARK target runs, and no target is ever on a
+# cached walk, so `mark` sees 0 each time.  Everything else (limit,
+# hashlimit, recent, length, ttl, tos, dscp, mac, owner, --ctexpire, TCP
+# options...) and every extension target is never cached.
+PURE_MATCHES: dict[str, Callable[[Any], bool]] = {
+    "tcp": _tcp_pure,
+    "udp": _always,
+    "multiport": _always,
+    "conntrack": _conntrack_pure,
+    "state": _conntrack_pure,
+    "comment": _always,
+    "iprange": _always,
+    "addrtype": _always,
+    "pkttype": _always,
+    "mark": _always,
+    "connmark": _always,
+}
+
+
+def rule_is_pure(rule: Rule) -> bool:
+    """Whether testing this rule's matches needs nothing beyond the key."""
+    for m in rule.matches:
+        pure = PURE_MATCHES.get(m.name)
+        if pure is None or not pure(m.data):
+            return False
+    return True
+
+
+def enabled_by_default() -> bool:
+    """PYFW_FASTPATH=0 turns the fast path off (debugging, A/B runs)."""
+    return os.environ.get("PYFW_FASTPATH", "1") not in ("0", "off", "no", "false")
+
+
+class Entry:
+    """One flow direction's precompiled walk."""
+
+    __slots__ = (
+        "conn", "direction", "ctinfo", "handler", "status", "tcp_state", "mark", "pkt",
+        "counters", "verdict", "out", "head", "mtu", "rewrite", "newap", "d_ip", "d_l4", "udp",
+    )
+
+    def __init__(self) -> None:
+        self.conn: Conn
+        self.direction = 0
+        self.ctinfo = 0
+        self.handler: Callable[..., int]
+        self.status = 0
+        self.tcp_state = -1          # TCP: the state it must still be in; -1: not TCP
+        self.mark = 0
+        self.pkt: Packet             # what the tracker reads (refreshed per packet)
+        self.counters: tuple[Counters, ...] = ()
+        self.verdict = "ACCEPT"      # or "DROP" (in FORWARD or POSTROUTING)
+        self.out: str | None = None  # egress interface (ACCEPT)
+        self.head = b""              # its Ethernet header
+        self.mtu = 0
+        self.rewrite = False         # NAT changes addresses/ports (and the L4 checksum)
+        self.newap = b""             # the addresses and ports after NAT (IP bytes 12-23)
+        self.d_ip = 0                # header checksum delta (TTL and NAT)
+        self.d_l4 = 0                # TCP/UDP checksum delta (NAT)
+        self.udp = False
+
+
+class _Backoff:
+    """A flow direction whose walk could not be cached, and when to retry."""
+
+    __slots__ = ("left", "next")
+
+    def __init__(self, wait: int) -> None:
+        self.left = wait
+        self.next = wait
+
+
+class FastPath:
+    """The per-engine cache of established flow directions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.flows: dict[str, dict[bytes, Entry | _Backoff]] = {}
+        self._ct_table: Any = None
+        self._impure: dict[int, list[int]] = {}
+        self.hits = 0      # packets replayed from an entry
+        self.learnt = 0    # entries made
+        self.resumed = 0   # entries left mid-way (the tracker changed something)
+
+    def clear(self) -> None:
+        """Forget every entry (ruleset load, reset, a new connection table)."""
+        self.flows.clear()
+        self._impure.clear()
+        self._ct_table = self.engine.ct.table
+
+    # ------------------------------------------------------------ per packet
+    def receive(self, frame: bytes, iface: str, now: float) -> Result:
+        """Engine.receive for one frame: from its entry if it has one, else
+        the slow path (learning an entry when the walk allows)."""
+        e = self.engine
+        key = _key(frame)
+        if key is None or not e.tracking:
+            return e._receive(frame, iface, now, False)
+        if e.ct.table is not self._ct_table:
+            self.clear()  # the connection table was replaced (reset by the pytest plugin)
+        flows = self.flows.get(iface)
+        if flows is None:
+            flows = self.flows[iface] = {}
+        ent = flows.get(key)
+        if ent is None or ent.__class__ is _Backoff:
+            return self._miss(frame, iface, now, key, flows, ent)  # type: ignore[arg-type]
+        assert isinstance(ent, Entry)
+        conn = ent.conn
+        tot_len = frame[16] << 8 | frame[17]
+        if (conn.status != ent.status or conn.mark != ent.mark or conn.timeout_at <= now
+                or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)
+                or tot_len > ent.mtu):
+            del flows[key]
+            return self._miss(frame, iface, now, key, flows, None)
+        # the tracker, as in_hook runs it for this connection and direction
+        ip = frame[14:14 + tot_len]
+        p = ent.pkt
+        p.data = ip  # type: ignore[assignment]  # (the trackers only read it)
+        p.tot_len = tot_len
+        p.time = now
+        if not ent.udp:
+            p.tcp_seq, p.tcp_ack, p.tcp_win = _TCP_SEQ.unpack_from(ip, 24)
+        ctk = e.ct
+        ctk.now = now
+        ret = ent.handler(ctk, conn, p, ent.ctinfo, ent.direction, True)
+        if (ret != CT_ACCEPT or conn.status != ent.status
+                or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)):
+            del flows[key]
+            self.resumed += 1
+            return e._receive(frame, iface, now, False, _resume(ctk, conn, ent.ctinfo, ent.direction, ret))
+        self.hits += 1
+        for c in ent.counters:
+            c.packets += 1
+            c.bytes += tot_len
+        e.rejected_last = False
+        if ent.verdict != "ACCEPT":
+            res = Result(ent.verdict, "forward")
+        else:
+            ttl = ip[8]
+            ck = (ip[10] << 8 | ip[11]) + ent.d_ip
+            if ent.rewrite:
+                if ent.udp:
+                    l4 = ip[26] << 8 | ip[27]
+                    if l4:
+                        l4 = (l4 + ent.d_l4) % _M or _M
+                    out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ttl - 1, IPPROTO_UDP, ck % _M), ent.newap,
+                                    ip[24:26], _CK.pack(l4), ip[28:]))
+                else:
+                    l4 = ((ip[36] << 8 | ip[37]) + ent.d_l4) % _M
+                    out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ttl - 1, IPPROTO_TCP, ck % _M), ent.newap,
+                                    ip[24:36], _CK.pack(l4), ip[38:]))
+            else:
+                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ttl - 1, ip[9], ck % _M), ip[12:]))
+            res = Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)])  # type: ignore[arg-type]
+        e._flush_local(res, False)
+        return res
+
+    # ------------------------------------------------------------ learning
+    def _miss(self, frame: bytes, iface: str, now: float, key: bytes,
+              flows: dict[bytes, Entry | _Backoff], back: _Backoff | None) -> Result:
+        e = self.engine
+        if back is not None:
+            back.left -= 1
+            if back.left > 0:
+                return e._receive(frame, iface, now, False)
+        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(frame, 26)
+        proto = frame[23]
+        hit = e.ct.table.hash.get((_TUPLE_NEW(Tuple, (src, dst, proto, sport, dport)), 0))
+        if hit is None:
+            return e._receive(frame, iface, now, False)  # a first packet
+        conn, direction = hit
+        status = conn.status
+        if (not status & IPS_CONFIRMED or status & (IPS_DYING | IPS_NAT_CLASH | IPS_EXPECTED)
+                or conn.zone or conn.timeout_at <= now or (direction and not status & IPS_SEEN_REPLY)):
+            return e._receive(frame, iface, now, False)
+        ps = conn.proto_state
+        tcp_state = ps.state if proto == IPPROTO_TCP else -1
+        mark = conn.mark
+        logs, nflogs = len(e.logs), len(e.nflogs)
+        counts = _counts(e)
+        res = e._receive(frame, iface, now, True)
+        steps = res.trace
+        res.trace = []
+        ent = None
+        if (conn.status == status and conn.mark == mark and conn.proto_state is ps
+                and (tcp_state < 0 or ps.state == tcp_state)
+                and len(e.logs) == logs and len(e.nflogs) == nflogs and _counts(e) == counts):
+            ent = self._learn(frame, iface, res, steps, conn, direction, proto)
+        if ent is not None:
+            if len(flows) >= MAX_ENTRIES:
+                flows.clear()
+            flows[key] = ent
+            self.learnt += 1
+        else:
+            wait = FIRST_BACKOFF if back is None else min(MAX_BACKOFF, back.next * 2)
+            b = _Backoff(wait)
+            flows[key] = b
+        return res
+
+    def _learn(self, frame: bytes, iface: str, res: Result, steps: list[TraceStep], conn: Conn,
+               direction: int, proto: int) -> Entry | None:
+        """The entry for the walk `res` made, or None when it cannot be replayed."""
+        e = self.engine
+        if res.path != "forward" or res.verdict not in ("ACCEPT", "DROP") or e.pending_local:
+            return None
+        counters = self._walks(steps)
+        if counters is None:
+            return None
+        ent = Entry()
+        ent.conn = conn
+        ent.direction = direction
+        status = conn.status
+        if direction:
+            ent.ctinfo = IP_CT_ESTABLISHED_REPLY
+        elif status & IPS_SEEN_REPLY:
+            ent.ctinfo = IP_CT_ESTABLISHED
+        else:
+            ent.ctinfo = IP_CT_NEW
+        ent.status = status
+        ent.mark = conn.mark
+        ent.counters = tuple(counters)
+        ent.verdict = res.verdict
+        tot_len = frame[16] << 8 | frame[17]
+        ip = frame[14:14 + tot_len]
+        if proto == IPPROTO_TCP:
+            if frame[47] & (TH_SYN | TH_RST) or tot_len < 40 or conn.proto_state is None:
+                return None
+            ent.handler = ct_tcp.tcp_packet
+            ent.tcp_state = conn.proto_state.state
+        elif proto == IPPROTO_UDP:
+            if tot_len < 28:
+                return None
+            ent.handler = ct_udp.udp_packet
+            ent.udp = True
+        else:
+            return None
+        pkt = Packet(bytearray(ip), indev=iface)
+        if not pkt.l4ok:
+            return None
+        ent.pkt = pkt
+        # the route was looked up after PREROUTING's NAT (which changes the
+        # destination only): the reply tuple's source, or for replies the
+        # original source
+        dst = conn.reply.src if direction == 0 else conn.orig.src
+        rr = e._input_route(pkt.src, dst, iface, proto)
+        if rr.error or rr.redirect:
+            return None
+        ent.mtu = e.host.mtu(rr.dev)
+        if tot_len > ent.mtu:
+            return None
+        if res.verdict == "DROP":
+            return ent if not res.emitted and res.out is None else None
+        if len(res.emitted) != 1 or res.out != rr.dev:
+            return None
+        em = res.emitted[0]
+        if em.iface != rr.dev:
+            return None
+        got = em.frame
+        if len(got) != 14 + tot_len or got[14] != 0x45:
+            return None
+        ent.out = rr.dev
+        ent.head = bytes(got[:14])
+        return ent if _rewrite(ent, ip, got[14:], proto) else None
+
+    def _walks(self, steps: list[TraceStep]) -> list[Counters] | None:
+        """The counters the walks in `steps` bumped, when every rule they
+        tested is pure and every matched rule's target is a standard one;
+        None otherwise.  Mirrors do_table's control flow, with the trace
+        (every counted rule and policy, in order) as the oracle; all rules
+        between two counted ones count as tested (an indexed chain tests
+        fewer: conservative)."""
+        tables = self.engine.tables
+        out: list[Counters] = []
+        i, n = 0, len(steps)
+        while i < n:
+            s = steps[i]
+            table = tables.get(s.table)
+            base = table.chains.get(s.chain) if table is not None else None
+            if table is None or base is None or base.policy is None:
+                return None
+            i = self._walk(table, base, steps, i, out)
+            if i < 0:
+                return None
+        return out
+
+    def _walk(self, table: CompiledTable, base: CompiledChain, steps: list[TraceStep], i: int,
+              out: list[Counters]) -> int:
+        chain, pos = base, 0
+        stack: list[tuple[CompiledChain, int]] = []
+        n = len(steps)
+        for _guard in range(100000):
+            s = steps[i] if i < n else None
+            rules = chain.rules
+            if s is not None and s.table == table.name and s.chain == chain.name:
+                if s.rule is None:  # the policy
+                    if chain.policy is None or not self._pure(chain, pos, len(rules)) or chain.counters is None:
+                        return -1
+                    if chain.policy not in (NF_ACCEPT, NF_DROP):
+                        return -1
+                    out.append(chain.counters)
+                    return i + 1
+                k = s.rule - 1
+                if k < pos or k >= len(rules) or not self._pure(chain, pos, k + 1):
+                    return -1
+                cr = rules[k]
+                out.append(cr.counters)
+                i += 1
+                kind = cr.kind
+                if kind == A_VERDICT:
+                    return i if cr.arg in (NF_ACCEPT, NF_DROP) else -1
+                if kind == A_NONE:
+                    pos = k + 1
+                elif kind == A_RETURN:
+                    if stack:
+                        chain, pos = stack.pop()
+                    else:
+                        chain, pos = base, len(base.rules)
+                elif kind == A_JUMP or kind == A_GOTO:
+                    target = table.chains.get(cr.arg)
+                    if target is None:
+                        return -1
+                    if kind == A_JUMP:
+                        stack.append((chain, k + 1))
+                    chain, pos = target, 0
+                else:
+                    return -1  # an extension target
+                continue
+            # no counted rule left in this chain: it ran to its end
+            if chain.policy is not None or not self._pure(chain, pos, len(rules)):
+                return -1  # (a built-in chain always ends with a counted step)
+            if stack:
+                chain, pos = stack.pop()
+            else:
+                chain, pos = base, len(base.rules)
+        return -1
+
+    def _pure(self, chain: CompiledChain, start: int, end: int) -> bool:
+        """rules[start:end] of `chain` are all pure."""
+        bad = self._impure.get(id(chain))
+        if bad is None:
+            bad = [0]
+            for cr in chain.rules:
+                bad.append(bad[-1] + (0 if rule_is_pure(cr.rule) else 1))
+            self._impure[id(chain)] = bad
+        return bad[end] == bad[start]
+
+
+def _key(frame: bytes) -> bytes | None:
+    """The bytes that decide a forwarded TCP/UDP packet's walk, or None for
+    what always takes the slow path (not IPv4 unicast without options and
+    fragments, a bad header checksum or length, TTL <= 1)."""
+    if (len(frame) < 42 or frame[12] != 8 or frame[13] != 0 or frame[14] != 0x45 or frame[0] & 1
+            or frame[20] & 0x3F or frame[21] or frame[22] <= 1):
+        return None
+    proto = frame[23]
+    tot_len = frame[16] << 8 | frame[17]
+    if len(frame) - 14 < tot_len:
+        return None
+    v = int.from_bytes(frame[14:34], "big")
+    if v % _M or not v:
+        return None  # header checksum: ip_rcv drops it
+    if proto == IPPROTO_TCP:
+        if tot_len < 40:
+            return None
+        return frame[26:38] + frame[46:48]
+    if proto == IPPROTO_UDP:
+        if tot_len < 28:
+            return None
+        return frame[26:38]
+    return None
+
+
+def _counts(e: Engine) -> tuple[int, ...]:
+    """The engine's, NAT's and conntrack's drop and error counts: a walk
+    that moved any of them did something an entry would not replay."""
+    s = e.ct.stat
+    return (s.invalid, s.drop, s.error, s.insert_failed, s.early_drop, s.clash_resolve,
+            sum(e.stats.values()), sum(e.nat.stats.values()))
+
+
+def _words(b: bytes) -> int:
+    """The one's complement sum of 16-bit words, as an integer (mod 0xFFFF)."""
+    return int.from_bytes(b, "big") % _M
+
+
+def _rewrite(ent: Entry, ip: bytes, got: bytes, proto: int) -> bool:
+    """Precompute the header and L4 checksum deltas of the walk that made
+    `got` from `ip`, and check that it changed nothing else."""
+    if ip[:8] != got[:8] or got[8] != ip[8] - 1 or got[9] != ip[9]:
+        return False
+    csum_at = 36 if proto == IPPROTO_TCP else 26
+    if ip[24:csum_at] != got[24:csum_at] or ip[csum_at + 2:] != got[csum_at + 2:]:
+        return False
+    old_ap, new_ap = ip[12:24], got[12:24]
+    # header: the TTL word goes down by 0x0100, addresses as NAT set them
+    d_ip = (0x0100 + _words(old_ap[:8]) - _words(new_ap[:8])) % _M
+    if ((ip[10] << 8 | ip[11]) + d_ip) % _M != (got[10] << 8 | got[11]):
+        return False
+    ent.d_ip = d_ip
+    in_l4 = ip[csum_at] << 8 | ip[csum_at + 1]
+    out_l4 = got[csum_at] << 8 | got[csum_at + 1]
+    if old_ap == new_ap:
+        ent.rewrite = False
+        return in_l4 == out_l4
+    ent.rewrite = True
+    ent.newap = bytes(new_ap)
+    # pseudo-header addresses and the ports
+    d_l4 = (_words(old_ap) - _words(new_ap)) % _M
+    ent.d_l4 = d_l4
+    if proto == IPPROTO_UDP:
+        want = ((in_l4 + d_l4) % _M or _M) if in_l4 else 0
+    else:
+        want = (in_l4 + d_l4) % _M
+    return want == out_l4
+
+
+def _resume(ctk: Any, conn: Conn, ctinfo: int, direction: int, ret: int) -> Callable[[Packet], int]:
+    """What stands in for Conntrack.in_hook on the slow path once the
+    tracker already ran for this packet (the rest of in_hook, from the
+    handler's answer on)."""
+    def step(pkt: Packet) -> int:
+        pkt.ctinfo = IP_CT_NONE
+        pkt.ctdir = 0
+        if ret == CT_REPEAT:
+            return int(ctk.in_hook(pkt))  # killed for a reopening SYN: look up again
+        if ret != CT_ACCEPT:
+            st = ctk.stat
+            st.invalid += 1
+            if ret == NF_DROP:
+                st.drop += 1
+                return NF_DROP
+            return NF_ACCEPT
+        if ctinfo == IP_CT_ESTABLISHED_REPLY:
+            conn.status |= IPS_SEEN_REPLY
+        pkt.ct = conn
+        pkt.ctinfo = ctinfo
+        pkt.ctdir = direction
+        return NF_ACCEPT
+
+    return step
+
+
+__all__ = ["PURE_MATCHES", "FastPath", "enabled_by_default", "rule_is_pure"]
