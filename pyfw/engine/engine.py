@@ -62,15 +62,15 @@ CT_USERS = frozenset({
 })
 
 
-@dataclass
+@dataclass(slots=True)
 class Emitted:
     iface: str
     frame: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
-    """What became of one input frame."""
+    """What became of one input frame (slots: one is made per frame)."""
 
     verdict: str | None
     path: str

@@ -65,6 +65,7 @@ _CK = struct.Struct("!H")
 _TCP_SEQ = struct.Struct("!II2xH")  # seq, ack, (offset, flags), window at IP byte 24
 _ADDRS_PORTS = struct.Struct("!IIHH")
 _TUPLE_NEW = tuple.__new__
+_WHOLE = frozenset((b"\x00\x00", b"\x40\x00"))  # flags and offset of an unfragmented datagram
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -137,7 +138,7 @@ class Entry:
 
     __slots__ = (
         "conn", "direction", "ctinfo", "handler", "status", "tcp_state", "mark", "pkt",
-        "counters", "verdict", "out", "head", "mtu", "rewrite", "newap", "d_ip", "d_l4", "udp",
+        "counters", "verdict", "out", "head", "mtu", "min_len", "rewrite", "newap", "d_ip", "d_l4", "udp",
     )
 
     def __init__(self) -> None:
@@ -154,6 +155,7 @@ class Entry:
         self.out: str | None = None  # egress interface (ACCEPT)
         self.head = b""              # its Ethernet header
         self.mtu = 0
+        self.min_len = 40            # the shortest datagram the tracker is sure to take (TCP 40, UDP 28)
         self.rewrite = False         # NAT changes addresses/ports (and the L4 checksum)
         self.newap = b""             # the addresses and ports after NAT (IP bytes 12-23)
         self.d_ip = 0                # header checksum delta (TTL and NAT)
@@ -194,23 +196,32 @@ class FastPath:
         """Engine.receive for one frame: from its entry if it has one, else
         the slow path (learning an entry when the walk allows)."""
         e = self.engine
-        key = _key(frame)
-        if key is None or not e.tracking:
+        # the key first (IPv4 without options, unicast, TCP or UDP); the
+        # rest of the shape is checked on a hit, and by _key before learning
+        if frame[12:15] != b"\x08\x00\x45" or frame[0] & 1:
             return e._receive(frame, iface, now, False)
-        if e.ct.table is not self._ct_table:
-            self.clear()  # the connection table was replaced (reset by the pytest plugin)
+        proto = frame[23]
+        if proto == IPPROTO_TCP and len(frame) >= 54:
+            key = frame[26:38] + frame[46:48]
+        elif proto == IPPROTO_UDP and len(frame) >= 42:
+            key = frame[26:38]
+        else:
+            return e._receive(frame, iface, now, False)
         flows = self.flows.get(iface)
         if flows is None:
             flows = self.flows[iface] = {}
         ent = flows.get(key)
-        if ent is None or ent.__class__ is _Backoff:
-            return self._miss(frame, iface, now, key, flows, ent)  # type: ignore[arg-type]
+        if ent is None or ent.__class__ is not Entry or e.ct.table is not self._ct_table:
+            return self._miss(frame, iface, now, key, flows, ent)
         assert isinstance(ent, Entry)
-        conn = ent.conn
         tot_len = frame[16] << 8 | frame[17]
+        v = int.from_bytes(frame[14:34], "big")
+        if (frame[20:22] not in _WHOLE or frame[22] <= 1 or len(frame) - 14 < tot_len
+                or tot_len < ent.min_len or tot_len > ent.mtu or not v or v % _M):
+            return e._receive(frame, iface, now, False)  # this packet is odd, the flow is not
+        conn = ent.conn
         if (conn.status != ent.status or conn.mark != ent.mark or conn.timeout_at <= now
-                or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)
-                or tot_len > ent.mtu):
+                or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)):
             del flows[key]
             return self._miss(frame, iface, now, key, flows, None)
         # the tracker, as in_hook runs it for this connection and direction
@@ -237,30 +248,35 @@ class FastPath:
         if ent.verdict != "ACCEPT":
             res = Result(ent.verdict, "forward")
         else:
-            ttl = ip[8]
-            ck = (ip[10] << 8 | ip[11]) + ent.d_ip
+            ck = ((ip[10] << 8 | ip[11]) + ent.d_ip) % _M
             if ent.rewrite:
                 if ent.udp:
                     l4 = ip[26] << 8 | ip[27]
                     if l4:
                         l4 = (l4 + ent.d_l4) % _M or _M
-                    out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ttl - 1, IPPROTO_UDP, ck % _M), ent.newap,
+                    out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, IPPROTO_UDP, ck), ent.newap,
                                     ip[24:26], _CK.pack(l4), ip[28:]))
                 else:
                     l4 = ((ip[36] << 8 | ip[37]) + ent.d_l4) % _M
-                    out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ttl - 1, IPPROTO_TCP, ck % _M), ent.newap,
+                    out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, IPPROTO_TCP, ck), ent.newap,
                                     ip[24:36], _CK.pack(l4), ip[38:]))
             else:
-                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ttl - 1, ip[9], ck % _M), ip[12:]))
+                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, proto, ck), ip[12:]))
             res = Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)])  # type: ignore[arg-type]
         e._flush_local(res, False)
         return res
 
     # ------------------------------------------------------------ learning
     def _miss(self, frame: bytes, iface: str, now: float, key: bytes,
-              flows: dict[bytes, Entry | _Backoff], back: _Backoff | None) -> Result:
+              flows: dict[bytes, Entry | _Backoff], back: Entry | _Backoff | None) -> Result:
         e = self.engine
-        if back is not None:
+        if e.ct.table is not self._ct_table:
+            self.clear()  # the connection table was replaced (reset by the pytest plugin)
+            flows = self.flows[iface] = {}
+            back = None
+        if not e.tracking or _key(frame) != key:
+            return e._receive(frame, iface, now, False)
+        if isinstance(back, _Backoff):
             back.left -= 1
             if back.left > 0:
                 return e._receive(frame, iface, now, False)
@@ -293,9 +309,8 @@ class FastPath:
             flows[key] = ent
             self.learnt += 1
         else:
-            wait = FIRST_BACKOFF if back is None else min(MAX_BACKOFF, back.next * 2)
-            b = _Backoff(wait)
-            flows[key] = b
+            wait = min(MAX_BACKOFF, back.next * 2) if isinstance(back, _Backoff) else FIRST_BACKOFF
+            flows[key] = _Backoff(wait)
         return res
 
     def _learn(self, frame: bytes, iface: str, res: Result, steps: list[TraceStep], conn: Conn,
@@ -333,6 +348,7 @@ class FastPath:
                 return None
             ent.handler = ct_udp.udp_packet
             ent.udp = True
+            ent.min_len = 28
         else:
             return None
         pkt = Packet(bytearray(ip), indev=iface)

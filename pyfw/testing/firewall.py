@@ -302,6 +302,8 @@ class Compiled:
         e.now = 0.0
         e._last_gc = 0.0
         e.rejected = e.rejected_last = False
+        if e.fastpath is not None:
+            e.fastpath.clear()  # its entries hold the old connections
         # (the engine's routing caches stay: they depend on the host only)
         again = [s for s in self.stateful if s.touched]
         if any(s.shared for s in again):
