@@ -198,7 +198,7 @@ class FastPath:
         e = self.engine
         # the key first (IPv4 without options, unicast, TCP or UDP); the
         # rest of the shape is checked on a hit, and by _key before learning
-        if frame[12:15] != b"\x08\x00\x45" or frame[0] & 1:
+        if len(frame) < 42 or frame[12:15] != b"\x08\x00\x45" or frame[0] & 1:
             return e._receive(frame, iface, now, False)
         proto = frame[23]
         if proto == IPPROTO_TCP and len(frame) >= 54:
@@ -234,12 +234,14 @@ class FastPath:
             p.tcp_seq, p.tcp_ack, p.tcp_win = _TCP_SEQ.unpack_from(ip, 24)
         ctk = e.ct
         ctk.now = now
+        before = ctk.event_state(conn) if ctk.listeners else None
         ret = ent.handler(ctk, conn, p, ent.ctinfo, ent.direction, True)
         if (ret != CT_ACCEPT or conn.status != ent.status
                 or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)):
             del flows[key]
             self.resumed += 1
-            return e._receive(frame, iface, now, False, _resume(ctk, conn, ent.ctinfo, ent.direction, ret))
+            return e._receive(frame, iface, now, False,
+                              _resume(ctk, conn, ent.ctinfo, ent.direction, ret, before))
         self.hits += 1
         for c in ent.counters:
             c.packets += 1
@@ -531,28 +533,18 @@ def _rewrite(ent: Entry, ip: bytes, got: bytes, proto: int) -> bool:
     return want == out_l4
 
 
-def _resume(ctk: Any, conn: Conn, ctinfo: int, direction: int, ret: int) -> Callable[[Packet], int]:
+def _resume(ctk: Any, conn: Conn, ctinfo: int, direction: int, ret: int,
+            before: tuple[int, Any] | None) -> Callable[[Packet], int]:
     """What stands in for Conntrack.in_hook on the slow path once the
-    tracker already ran for this packet (the rest of in_hook, from the
-    handler's answer on)."""
+    tracker already ran for this packet: the rest of in_hook from the
+    handler's answer on (Conntrack.tracked), or for CT_REPEAT (the
+    connection was killed by a reopening SYN) the whole lookup again."""
     def step(pkt: Packet) -> int:
         pkt.ctinfo = IP_CT_NONE
         pkt.ctdir = 0
         if ret == CT_REPEAT:
-            return int(ctk.in_hook(pkt))  # killed for a reopening SYN: look up again
-        if ret != CT_ACCEPT:
-            st = ctk.stat
-            st.invalid += 1
-            if ret == NF_DROP:
-                st.drop += 1
-                return NF_DROP
-            return NF_ACCEPT
-        if ctinfo == IP_CT_ESTABLISHED_REPLY:
-            conn.status |= IPS_SEEN_REPLY
-        pkt.ct = conn
-        pkt.ctinfo = ctinfo
-        pkt.ctdir = direction
-        return NF_ACCEPT
+            return int(ctk.in_hook(pkt))
+        return int(ctk.tracked(pkt, conn, ctinfo, direction, ret, before))
 
     return step
 

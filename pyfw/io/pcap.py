@@ -420,6 +420,7 @@ read_frames = read_pcap  # the name pyfw.cli.simulate uses
 _PCAP_HEADER = struct.Struct("<IHHiIII")
 _REC = struct.Struct("<IIII")
 WRITE_SNAPLEN = 262144
+_BATCH = 2048  # list items (two per record) gathered before one write
 
 
 class PcapWriter:
@@ -440,6 +441,7 @@ class PcapWriter:
             self._owned = False
         self.snaplen = snaplen
         self.count = 0
+        self._buf: list[bytes | bytearray | memoryview] = []
         self._f.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
 
     def write(self, ts: float, frame: bytes | bytearray | memoryview) -> None:
@@ -452,16 +454,29 @@ class PcapWriter:
             sec += 1
             frac -= 1_000_000
         wire = len(frame)
-        cap = min(wire, self.snaplen)
-        f = self._f
-        f.write(_REC.pack(sec & 0xFFFFFFFF, frac, cap, wire))
-        f.write(frame if cap == wire else bytes(frame[:cap]))
+        buf = self._buf
+        if wire <= self.snaplen:
+            buf.append(_REC.pack(sec & 0xFFFFFFFF, frac, wire, wire))
+            buf.append(frame if frame.__class__ is bytes else bytes(frame))  # (kept until the batch is written)
+        else:
+            buf.append(_REC.pack(sec & 0xFFFFFFFF, frac, self.snaplen, wire))
+            buf.append(bytes(frame[:self.snaplen]))
         self.count += 1
+        if len(buf) >= _BATCH:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Records go to the file in batches: one write of many records."""
+        if self._buf:
+            self._f.write(b"".join(self._buf))
+            self._buf.clear()
 
     def flush(self) -> None:
+        self._drain()
         self._f.flush()
 
     def close(self) -> None:
+        self._drain()
         if self._owned:
             self._owned = False
             self._f.close()

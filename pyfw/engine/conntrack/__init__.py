@@ -208,27 +208,41 @@ class Conntrack:
             handler = _HANDLERS.get(conn.orig.proto, generic.generic_packet)
             # someone listens for events: an UPDATE when the packet changes
             # the status bits or the TCP state (IPCT_REPLY/ASSURED/PROTOINFO)
-            before = (conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)) if (
-                self.listeners and conn.status & IPS_CONFIRMED) else None
+            before = self.event_state(conn)
             ret = handler(self, conn, pkt, ctinfo, direction, prerouting)
             if ret == CT_REPEAT:
                 continue
-            if ret != CT_ACCEPT:
-                st.invalid += 1
-                if ret == NF_DROP:
-                    st.drop += 1
-                    return NF_DROP
-                return NF_ACCEPT
-            if ctinfo == IP_CT_ESTABLISHED_REPLY:
-                conn.status |= IPS_SEEN_REPLY
-            pkt.ct = conn
-            pkt.ctinfo = ctinfo
-            pkt.ctdir = direction
-            if before is not None and not conn.status & IPS_DYING and before != (
-                    conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)):
-                for listener in list(self.listeners):
-                    listener("UPDATE", conn, 0)
+            return self.tracked(pkt, conn, ctinfo, direction, ret, before)
+
+    def event_state(self, conn: Conn) -> tuple[int, Any] | None:
+        """What an UPDATE event compares before and after a packet (None:
+        nobody listens, or the entry is not in the table yet)."""
+        if self.listeners and conn.status & IPS_CONFIRMED:
+            return conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)
+        return None
+
+    def tracked(self, pkt: Packet, conn: Conn, ctinfo: int, direction: int, ret: int,
+                before: tuple[int, Any] | None) -> int:
+        """The rest of in_hook once the protocol tracker answered `ret` (not
+        CT_REPEAT) for `conn`: the packet's ctinfo, the statistics, the
+        UPDATE event (the fast path resumes here too)."""
+        if ret != CT_ACCEPT:
+            st = self.stat
+            st.invalid += 1
+            if ret == NF_DROP:
+                st.drop += 1
+                return NF_DROP
             return NF_ACCEPT
+        if ctinfo == IP_CT_ESTABLISHED_REPLY:
+            conn.status |= IPS_SEEN_REPLY
+        pkt.ct = conn
+        pkt.ctinfo = ctinfo
+        pkt.ctdir = direction
+        if before is not None and not conn.status & IPS_DYING and before != (
+                conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)):
+            for listener in list(self.listeners):
+                listener("UPDATE", conn, 0)
+        return NF_ACCEPT
 
     @staticmethod
     def attach(nskb: Packet, pkt: Packet) -> None:
