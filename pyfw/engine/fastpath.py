@@ -276,8 +276,6 @@ class FastPath:
             self.clear()  # the connection table was replaced (reset by the pytest plugin)
             flows = self.flows[iface] = {}
             back = None
-        if not e.tracking or _key(frame) != key:
-            return e._receive(frame, iface, now, False)
         if isinstance(back, _Backoff):
             back.left -= 1
             if back.left > 0:
@@ -285,8 +283,8 @@ class FastPath:
         src, dst, sport, dport = _ADDRS_PORTS.unpack_from(frame, 26)
         proto = frame[23]
         hit = e.ct.table.hash.get((_TUPLE_NEW(Tuple, (src, dst, proto, sport, dport)), 0))
-        if hit is None:
-            return e._receive(frame, iface, now, False)  # a first packet
+        if hit is None or _key(frame) != key:
+            return e._receive(frame, iface, now, False)  # a first packet, or an odd one
         conn, direction = hit
         status = conn.status
         if (not status & IPS_CONFIRMED or status & (IPS_DYING | IPS_NAT_CLASH | IPS_EXPECTED)
