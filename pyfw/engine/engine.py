@@ -125,7 +125,8 @@ class Engine:
 
     def __init__(self, ruleset: Ruleset, host: Any, fastpath: bool | None = None) -> None:
         """`fastpath`: replay established flows from a cache of their walks
-        (pyfw.engine.fastpath); None: on unless PYFW_FASTPATH=0."""
+        (pyfw.engine.fastpath); None: on unless PYFW_FASTPATH=0 or a
+        subclass overrides a step the fast path replays."""
         self.host = host
         self.ruleset = ruleset
         self.now = 0.0
@@ -147,10 +148,11 @@ class Engine:
         self._last_gc = 0.0
         self.rejected_last = False
         self.fastpath: Any = None
+        self._ct_step: Callable[[Packet], int] | None = None
         self.load(ruleset)
         from pyfw.engine import fastpath as fp
 
-        if fp.enabled_by_default() if fastpath is None else fastpath:
+        if fastpath or (fastpath is None and fp.enabled_by_default() and fp.replays(type(self))):
             self.fastpath = fp.FastPath(self)
             self.fastpath.clear()
 
@@ -271,7 +273,14 @@ class Engine:
     def _receive(self, frame: bytes, iface: str, now: float, trace: bool,
                  ct_step: Callable[[Packet], int] | None = None) -> Result:
         """The slow path.  `ct_step` stands in for conntrack's PREROUTING
-        lookup when the fast path already ran the tracker for this frame."""
+        lookup when the fast path already ran the tracker for this frame
+        (it reaches _prerouting_hooks as self._ct_step, for this frame only)."""
+        if ct_step is not None:
+            self._ct_step = ct_step
+            try:
+                return self._receive(frame, iface, now, trace)
+            finally:
+                self._ct_step = None
         if len(frame) < 14:
             self._count("malformed:short-ethernet")
             return Result(None, "malformed", reason="short-ethernet")
@@ -298,7 +307,7 @@ class Engine:
             pkt.pkttype = PACKET_HOST
         res = Result(None, "prerouting")
         tr = res.trace if trace else None
-        verdict = self._prerouting(pkt, res, tr, ct_step)
+        verdict = self._prerouting(pkt, res, tr)
         if verdict is not None:
             res.verdict = self._verdict_name(verdict)
         self._flush_local(res, trace)
@@ -310,20 +319,18 @@ class Engine:
             return "REJECT"
         return VERDICT_NAMES.get(verdict & NF_VERDICT_MASK, "DROP")
 
-    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None,
-                    ct_step: Callable[[Packet], int] | None = None) -> int | None:
+    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
         if self.tracking and (pkt.frag_off & (IP_MF | IP_OFFMASK)):
             pkt = self._reassemble(pkt)  # type: ignore[assignment]
             if pkt is None:
                 res.path = "prerouting"
                 return NF_STOLEN
-        v = self._prerouting_hooks(pkt, tr, ct_step)
+        v = self._prerouting_hooks(pkt, tr)
         if v != NF_ACCEPT:
             return v
         return self._route_input(pkt, res, tr)
 
-    def _prerouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None,
-                          ct_step: Callable[[Packet], int] | None = None) -> int:
+    def _prerouting_hooks(self, pkt: Packet, tr: list[TraceStep] | None) -> int:
         """PREROUTING in priority order: raw, conntrack, mangle, nat (DNAT)."""
         hooked = self._hooked  # (a table without the chain is not called at all)
         if ("raw", "PREROUTING") in hooked:
@@ -332,7 +339,12 @@ class Engine:
                 return v
         if self.tracking:
             pkt.hook = "PREROUTING"
-            v = self.ct.in_hook(pkt) if ct_step is None else ct_step(pkt)
+            step = self._ct_step
+            if step is None:
+                v = self.ct.in_hook(pkt)
+            else:
+                self._ct_step = None
+                v = step(pkt)
             if v != NF_ACCEPT:
                 return v
         if ("mangle", "PREROUTING") in hooked:

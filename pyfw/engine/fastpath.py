@@ -128,6 +128,20 @@ def rule_is_pure(rule: Rule) -> bool:
     return True
 
 
+# Engine methods whose work an entry replays: a subclass that overrides one
+# (the daemon's, the TAP gateway's) does something there an entry would
+# skip, so it gets no fast path unless it asks for one.
+REPLAYED = ("_receive", "_prerouting", "_prerouting_hooks", "_route_input", "_forward", "_forward_options",
+            "_table", "_postrouting", "_postrouting_hooks", "_transmit", "_l2_head", "_verdict_name")
+
+
+def replays(cls: type) -> bool:
+    """Whether an engine of class `cls` may take the fast path."""
+    from pyfw.engine.engine import Engine
+
+    return all(getattr(cls, name) is getattr(Engine, name) for name in REPLAYED)
+
+
 def enabled_by_default() -> bool:
     """PYFW_FASTPATH=0 turns the fast path off (debugging, A/B runs)."""
     return os.environ.get("PYFW_FASTPATH", "1") not in ("0", "off", "no", "false")

@@ -418,3 +418,14 @@ def test_every_byte_of_a_cached_frame_changed(proto: int) -> None:
         assert a == b, f"frame {k}: {a} != {b}"
     assert slow[1:6] == fast[1:6]
     assert fast[6].fastpath.hits > 50
+
+
+def test_subclasses_that_change_a_replayed_step_get_no_fast_path() -> None:
+    from pyfw.daemon.nfqueue import LiveEngine
+    from pyfw.engine.fastpath import replays
+    from pyfw.tap.engine import TapEngine
+
+    assert replays(Engine)
+    assert not replays(LiveEngine) and not replays(TapEngine)
+    rs = load("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    assert TapEngine(rs, parse_host(HOST, "gw.toml")).fastpath is None

@@ -108,8 +108,7 @@ def checksum_ok(data: bytearray | bytes, end: int, src: int, dst: int, ihl: int,
     the IP header to the end of the datagram (a valid IP header adds nothing)
     plus, for TCP and UDP, the pseudo-header with the IP payload length.
     Computed as a residue mod 0xFFFF of one big integer (2**16 == 1)."""
-    seg = data[:end]
-    v = int.from_bytes(seg, "big")
+    v = int.from_bytes(data if len(data) == end else data[:end], "big")
     if end & 1:
         v <<= 8
     if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
