@@ -132,7 +132,7 @@ def rule_is_pure(rule: Rule) -> bool:
 # (the daemon's, the TAP gateway's) does something there an entry would
 # skip, so it gets no fast path unless it asks for one.
 REPLAYED = ("_receive", "_prerouting", "_prerouting_hooks", "_route_input", "_forward", "_forward_options",
-            "_table", "_postrouting", "_postrouting_hooks", "_transmit", "_l2_head", "_verdict_name")
+            "_table", "_postrouting", "_postrouting_hooks", "_transmit", "_l2_head", "_verdict_name", "_flush_local")
 
 
 def replays(cls: type) -> bool:
@@ -192,7 +192,8 @@ class FastPath:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.flows: dict[str, dict[bytes, Entry | _Backoff]] = {}
+        self.flows: dict[str, dict[bytes, Entry]] = {}     # per in interface
+        self.waits: dict[str, dict[bytes, _Backoff]] = {}  # flows that could not be cached, per in interface
         self._ct_table: Any = None
         self._impure: dict[int, list[int]] = {}
         self.hits = 0      # packets replayed from an entry
@@ -202,6 +203,7 @@ class FastPath:
     def clear(self) -> None:
         """Forget every entry (ruleset load, reset, a new connection table)."""
         self.flows.clear()
+        self.waits.clear()
         self._impure.clear()
         self._ct_table = self.engine.ct.table
 
@@ -225,19 +227,18 @@ class FastPath:
         if flows is None:
             flows = self.flows[iface] = {}
         ent = flows.get(key)
-        if ent is None or ent.__class__ is not Entry or e.ct.table is not self._ct_table:
-            return self._miss(frame, iface, now, key, flows, ent)
-        assert isinstance(ent, Entry)
+        if ent is None or e.ct.table is not self._ct_table:
+            return self._miss(frame, iface, now, key)
         tot_len = frame[16] << 8 | frame[17]
         v = int.from_bytes(frame[14:34], "big")
-        if (frame[20:22] not in _WHOLE or frame[22] <= 1 or len(frame) - 14 < tot_len
-                or tot_len < ent.min_len or tot_len > ent.mtu or not v or v % _M):
+        if (not ent.min_len <= tot_len <= ent.mtu or len(frame) - 14 < tot_len or frame[20:22] not in _WHOLE
+                or frame[22] <= 1 or not v or v % _M):
             return e._receive(frame, iface, now, False)  # this packet is odd, the flow is not
         conn = ent.conn
         if (conn.status != ent.status or conn.mark != ent.mark or conn.timeout_at <= now
                 or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)):
             del flows[key]
-            return self._miss(frame, iface, now, key, flows, None)
+            return self._miss(frame, iface, now, key)
         # the tracker, as in_hook runs it for this connection and direction
         ip = frame[14:14 + tot_len]
         p = ent.pkt
@@ -278,19 +279,18 @@ class FastPath:
                                     ip[24:36], _CK.pack(l4), ip[38:]))
             else:
                 out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, proto, ck), ip[12:]))
-            res = Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)])  # type: ignore[arg-type]
-        e._flush_local(res, False)
-        return res
+            res = Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)], [])  # type: ignore[arg-type]
+        return res  # (nothing for _flush_local: an entry's walk made no packets)
 
     # ------------------------------------------------------------ learning
-    def _miss(self, frame: bytes, iface: str, now: float, key: bytes,
-              flows: dict[bytes, Entry | _Backoff], back: Entry | _Backoff | None) -> Result:
+    def _miss(self, frame: bytes, iface: str, now: float, key: bytes) -> Result:
         e = self.engine
         if e.ct.table is not self._ct_table:
-            self.clear()  # the connection table was replaced (reset by the pytest plugin)
-            flows = self.flows[iface] = {}
-            back = None
-        if isinstance(back, _Backoff):
+            self.clear()  # the connection table was replaced
+        flows = self.flows.setdefault(iface, {})
+        waits = self.waits.setdefault(iface, {})
+        back = waits.get(key)
+        if back is not None:
             back.left -= 1
             if back.left > 0:
                 return e._receive(frame, iface, now, False)
@@ -321,10 +321,12 @@ class FastPath:
             if len(flows) >= MAX_ENTRIES:
                 flows.clear()
             flows[key] = ent
+            waits.pop(key, None)
             self.learnt += 1
         else:
-            wait = min(MAX_BACKOFF, back.next * 2) if isinstance(back, _Backoff) else FIRST_BACKOFF
-            flows[key] = _Backoff(wait)
+            if len(waits) >= MAX_ENTRIES:
+                waits.clear()
+            waits[key] = _Backoff(FIRST_BACKOFF if back is None else min(MAX_BACKOFF, back.next * 2))
         return res
 
     def _learn(self, frame: bytes, iface: str, res: Result, steps: list[TraceStep], conn: Conn,
