@@ -39,6 +39,7 @@ class LiveEngine(Engine):
         self.own_frames = 0
         self.delivered: bytes | None = None
         self.mark: int | None = None  # the packet's mark as the rules left it
+        self.out_pkt: Packet | None = None  # the packet as POSTROUTING left it (before fragmenting)
         self._flushing = False
         self.level_lines: list[tuple[int, str]] = []  # LOG (its --log-level) and NFLOG (info) lines, in order
         super().__init__(ruleset, host)
@@ -95,6 +96,7 @@ class LiveEngine(Engine):
     def _transmit(self, pkt: Packet, rr: Any, res: Result) -> None:
         if not self._flushing:
             self.mark = pkt.mark
+            self.out_pkt = pkt
         super()._transmit(pkt, rr, res)
 
     def _flush_local(self, res: Result, trace: bool) -> None:
@@ -290,6 +292,7 @@ class Adapter:
         eng.delivered = None
         eng.own_frames = 0
         eng.mark = None
+        eng.out_pkt = None
         if eng.host is not self._host_seen:
             self._host_seen = eng.host
             self._names.clear()
@@ -312,18 +315,20 @@ class Adapter:
             qp.drop()
             return
         new: bytes | None = None
+        frame: bytes | None = None
+        if res.path in ("forward", "output") and res.out != "lo":
+            frame = own[0].frame if len(own) == 1 else self._whole(eng)
         if res.path == "forward":
-            if len(own) != 1:
-                self._count("forward-not-one-frame")
-                if not own:
-                    qp.drop()
-                    return
-            elif own[0].frame[26:30] != data[12:16]:
+            if frame is None:
+                self._count("forward-no-packet")
+                qp.drop()
+                return
+            if frame[26:30] != data[12:16]:
                 # A new source address (SNAT, a DNAT's replies) is applied
                 # after the kernel's routing, which would drop a packet
                 # arriving with a local source: accept it as it came, marked,
                 # and swap in the engine's packet when it reaches POSTROUTING.
-                final = own[0].frame[14:]
+                final = frame[14:]
                 if final[16:20] != data[16:20]:
                     self._count("nat-both-addresses")  # hairpin NAT: not yet
                 if len(self.pending) >= MAX_PENDING:
@@ -333,9 +338,15 @@ class Adapter:
                 self._count("accept-post")
                 qp.accept()
                 return
-            else:
-                # the kernel decrements the TTL itself when it forwards
-                new = _ttl_back(own[0].frame)
+            # the kernel decrements the TTL itself when it forwards
+            new = _ttl_back(frame)
+        elif res.path == "input" or res.out == "lo":
+            # to the gateway itself (REDIRECT, a DNAT to a local address, the
+            # host's own packets over lo): the packet as INPUT accepted it; the
+            # kernel routes it (again, at OUTPUT: nf_reroute) by what it says
+            new = eng.delivered
+        elif res.path == "output" and frame is not None:
+            new = frame[14:]  # DNAT of the host's own packets, un-NAT of its replies
         if new is not None and new != data:
             qp.set_payload(new)
         if eng.mark and eng.mark != qp.get_mark():
@@ -345,6 +356,15 @@ class Adapter:
             qp.set_mark(eng.mark)
         self._count("accept")
         qp.accept()
+
+    def _whole(self, eng: LiveEngine) -> bytes | None:
+        """The engine fragmented the packet (or sent none): the whole packet
+        as POSTROUTING left it, behind a blank Ethernet header -- the kernel
+        fragments it itself on the way out."""
+        if eng.out_pkt is None:
+            return None
+        self._count("refragmented")
+        return bytes(14) + bytes(eng.out_pkt.data)
 
     def _lines(self) -> None:
         lines = self.engine.take_lines()

@@ -275,4 +275,4 @@ def worker_steering(num: int, n: int, topo: Topology, fail_open: bool, ipv6: str
                                   **({"owner": owner} if owner is not None else {}))
     rules = [KernelRule(4, table, chain, tuple(spec))
              for table, chain, spec in worker_rules(num, n, topo, steering.tag(), steering.queue)]
-    return KernelRules(steering, rules + steering.ipv6_rules())
+    return KernelRules(steering, rules + steering.defrag_rules() + steering.ipv6_rules())

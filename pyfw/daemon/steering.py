@@ -63,6 +63,14 @@ class Steering:
         """The NFQUEUE target to queue q, in the chosen fail mode."""
         return ["-j", "NFQUEUE", "--queue-num", str(q), *(["--queue-bypass"] if self.fail_open else [])]
 
+    def defrag_rules(self) -> list[KernelRule]:
+        """A rule that only uses conntrack (never reached: the queue rules come
+        first), so that the kernel turns its defragmentation on in this
+        namespace (NOTRACK alone does not): the queue then gets whole
+        datagrams, as a kernel gateway's conntrack sees them, and the kernel
+        fragments again on the way out."""
+        return [KernelRule(4, "raw", "PREROUTING", ("-m", "conntrack", "--ctstate", "INVALID", *self.tag()))]
+
     def ipv6_rules(self) -> list[KernelRule]:
         if self.ipv6 != "drop":
             return []
@@ -84,6 +92,7 @@ class Steering:
             KernelRule(4, "raw", "OUTPUT", (*tag, "-j", "NOTRACK")),
             KernelRule(4, "raw", "OUTPUT", ("-m", "mark", "!", "--mark", own, *tag, *queue)),
             KernelRule(4, "mangle", "POSTROUTING", ("-m", "mark", "--mark", post, *tag, *queue)),
+            *self.defrag_rules(),
             *self.ipv6_rules(),
         ]
 
