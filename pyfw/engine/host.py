@@ -569,6 +569,29 @@ class _Fib:
         return found
 
 
+def _forward_route(rtype: int, dev: str, dst: int, src: int, gateway: int | None, route: Route,
+                   redirect: bool) -> RouteResult:
+    """RouteResult(rtype, dev, dst, src, gateway, route, redirect=redirect)
+    for the input path, which makes one per new flow: a frozen dataclass's
+    __init__ sets each field through object.__setattr__, three times the
+    cost of filling the instance dictionary with the same fields."""
+    rr = _new(RouteResult)
+    d = rr.__dict__
+    d["type"] = rtype
+    d["dev"] = dev
+    d["dst"] = dst
+    d["src"] = src
+    d["gateway"] = gateway
+    d["route"] = route
+    d["error"] = 0
+    d["reason"] = ""
+    d["redirect"] = redirect
+    return rr
+
+
+_new = object.__new__
+
+
 # ---------------------------------------------------------------- Host
 @dataclass
 class Host:
@@ -945,7 +968,7 @@ class Host:
             gw = (res.gateway or 0) if res.uses_gateway else 0
             redirect = bool(self.conf(iif, "shared_media")) or self._onlink(iif, src, gw)
         gw_used = res.gateway if res.uses_gateway and res.type == RTN_UNICAST else None
-        return RouteResult(res.type, res.dev, dst, src, gw_used, res, redirect=redirect)
+        return _forward_route(res.type, res.dev, dst, src, gw_used, res, redirect)
 
     def _onlink(self, dev: str, a: int, b: int) -> bool:
         """inet_addr_onlink: `a` (and `b` when set) in one subnet of `dev`."""

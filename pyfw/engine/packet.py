@@ -14,7 +14,7 @@ from typing import Any
 
 from pyfw.engine.api import IP_CT_NONE, PACKET_HOST
 
-_IP = struct.Struct("!BBHHHBBH4s4s")
+_IP = struct.Struct("!BBHHHBBHII")
 _PORTS = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, offset/NS, flags, window
 _U32 = struct.Struct("!I")
@@ -96,8 +96,8 @@ class Packet:
         self.frag_off = frag_off
         self.ttl = ttl
         self.proto = proto
-        self.src = int.from_bytes(src, "big")
-        self.dst = int.from_bytes(dst, "big")
+        self.src = src
+        self.dst = dst
         self.options = bytes(d[20:ihl]) if ihl > 20 else b""
         self.l4 = ihl
         self.parse_l4()

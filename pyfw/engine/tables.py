@@ -220,6 +220,11 @@ def _iface_test(name: str, invert: bool, attr: str) -> Callable[[Packet], bool] 
         if invert:
             return lambda pkt: not getattr(pkt, attr).startswith(prefix)
         return lambda pkt: getattr(pkt, attr).startswith(prefix)
+    # (the attribute named in the lambda: getattr by name costs a call)
+    if attr == "indev":
+        return (lambda pkt: pkt.indev != name) if invert else (lambda pkt: pkt.indev == name)
+    if attr == "outdev":
+        return (lambda pkt: pkt.outdev != name) if invert else (lambda pkt: pkt.outdev == name)
     if invert:
         return lambda pkt: getattr(pkt, attr) != name
     return lambda pkt: getattr(pkt, attr) == name

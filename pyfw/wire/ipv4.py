@@ -95,7 +95,8 @@ def validate(data: Buffer, pkttype: int = PACKET_HOST) -> str | None:
         return DROP_IP_INHDR
     if n < ihl:
         return DROP_IP_INHDR
-    if not verify(data[:ihl]):
+    v = int.from_bytes(data[:ihl], "big")  # (verify, inline: ihl is even)
+    if not v or v % 0xFFFF:
         return DROP_IP_CSUM
     tot_len = data[2] << 8 | data[3]
     if n < tot_len:
@@ -284,9 +285,11 @@ def decrease_ttl(buf: bytearray | Any, off: int = 0) -> int:
     ttl = buf[off + TTL]
     new = (ttl - 1) & 0xFF
     proto = buf[off + PROTO]
-    c = update16(_H.unpack_from(buf, off + CHECK)[0], ttl << 8 | proto, new << 8 | proto)
+    # (update16 written out: every forwarded packet comes here)
+    c = ((buf[off + CHECK] << 8 | buf[off + CHECK + 1]) + (ttl << 8 | proto) - (new << 8 | proto)) % 0xFFFF
     buf[off + TTL] = new
-    _H.pack_into(buf, off + CHECK, c)
+    buf[off + CHECK] = c >> 8
+    buf[off + CHECK + 1] = c & 0xFF
     return new
 
 

@@ -373,6 +373,32 @@ def test_route_lookup_speed() -> None:
     assert rate > 200_000, f"{rate:,.0f} lookups/s"
 
 
+def test_plain_lookups_per_block_agree_with_the_walk() -> None:
+    """Plain lookups (cached per address block, host routes from their own
+    dict) answer as the longest-prefix walk does, cached or not."""
+    import random
+
+    h = _sample()
+    rng = random.Random(3)
+    nets = [r.dst for r in [*h.routes, *h.local_routes]]
+    addrs = [n + rng.randrange(256) for n in nets] + [rng.getrandbits(32) for _ in range(2000)] + nets
+    for fib in (h._main, h._merged):
+        for a in addrs * 2:  # the second time from the cache
+            walk = next((lst[0] for mask, by_net in fib._levels if (lst := by_net.get(a & mask))), None)
+            assert fib.lookup(a) is walk, hex(a)
+
+
+def test_forward_route_is_a_route_result() -> None:
+    import dataclasses
+
+    from pyfw.engine.host import RouteResult, _forward_route
+
+    route = _sample().routes[0]
+    fast = _forward_route(1, "eth1", 5, 6, 7, route, True)
+    assert fast == RouteResult(1, "eth1", 5, 6, 7, route, redirect=True)
+    assert set(vars(fast)) == {f.name for f in dataclasses.fields(RouteResult)}
+
+
 # ------------------------------------------------------------------ the kernel
 _ns_counter = itertools.count()
 

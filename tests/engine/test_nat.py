@@ -451,3 +451,82 @@ def test_sctp_crc_after_rewrite() -> None:
     p = IP(bytes(out.data))
     assert p.src == PUBLIC
     check_sums(out.data)
+
+
+def _kernel_steps_tcp(d: bytearray, target: Tuple, manip: int) -> None:
+    """nf_nat_ipv4_manip_pkt for TCP step by step, as the kernel computes
+    on little-endian reads (the reference for ipv4_manip's residue path)."""
+    from pyfw.engine.nat.manip import MANIP_SRC
+
+    def le16(off: int) -> int:
+        return d[off] | d[off + 1] << 8
+
+    def le32(off: int) -> int:
+        return int.from_bytes(d[off:off + 4], "little")
+
+    def swap32(v: int) -> int:
+        return int.from_bytes(v.to_bytes(4, "big"), "little")
+
+    hl = (d[0] & 0x0F) * 4
+    aoff, new = (12, target.src) if manip == MANIP_SRC else (16, target.dst)
+    poff, newport = (hl, target.sport) if manip == MANIP_SRC else (hl + 2, target.dport)
+    oldn = le16(poff)
+    d[poff:poff + 2] = newport.to_bytes(2, "big")
+    c = csum_replace(le16(hl + 16), le32(aoff), swap32(new))
+    c = csum_replace(c, oldn, (newport & 0xFF) << 8 | newport >> 8)
+    d[hl + 16:hl + 18] = c.to_bytes(2, "little")
+    c = csum_replace(le16(10), le32(aoff), swap32(new))
+    d[10:12] = c.to_bytes(2, "little")
+    d[aoff:aoff + 4] = new.to_bytes(4, "big")
+
+
+def test_tcp_rewrite_is_the_kernels_step_by_step() -> None:
+    """ipv4_manip's checksums (residues first, the kernel's steps for a
+    residue of 0) are byte for byte the kernel's, 0x0000/0xFFFF included."""
+    import random
+
+    from pyfw.engine.nat.manip import MANIP_DST, MANIP_SRC, ipv4_manip
+
+    rng = random.Random(11)
+    cases = 0
+    for n in range(20000):
+        src, dst = rng.getrandbits(32), rng.getrandbits(32)
+        sport, dport = rng.getrandbits(16), rng.getrandbits(16)
+        manip = rng.choice((MANIP_SRC, MANIP_DST))
+        t = Tuple(rng.getrandbits(32), rng.getrandbits(32), 6, rng.getrandbits(16), rng.getrandbits(16))
+        if n % 4 == 0:
+            t = Tuple(src, dst, 6, sport, dport)  # nothing changes
+        tcp_check, ip_check = rng.getrandbits(16), rng.getrandbits(16)
+        old_a, new_a = (src, t.src) if manip == MANIP_SRC else (dst, t.dst)
+        old_p, new_p = (sport, t.sport) if manip == MANIP_SRC else (dport, t.dport)
+        if n % 3 == 0:  # force a residue of 0, in either representation
+            tcp_check = (new_a - old_a + new_p - old_p) % 0xFFFF or rng.choice((0, 0xFFFF))
+            if tcp_check == 0 and rng.random() < 0.5:
+                tcp_check = 0xFFFF
+        if n % 5 == 0:
+            ip_check = (new_a - old_a) % 0xFFFF or rng.choice((0, 0xFFFF))
+        hdr = bytes([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6]) + ip_check.to_bytes(2, "big") + \
+            src.to_bytes(4, "big") + dst.to_bytes(4, "big")
+        seg = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(12) + \
+            tcp_check.to_bytes(2, "big") + bytes(2)
+        a, b = bytearray(hdr + seg), bytearray(hdr + seg)
+        assert ipv4_manip(a, 0, len(a), t, manip)
+        _kernel_steps_tcp(b, t, manip)
+        assert a == b, (n, a.hex(), b.hex())
+        cases += 1
+    assert cases == 20000
+
+
+def test_csum_replace_is_the_kernels_steps() -> None:
+    """csum_replace (a residue) equals _fold(_add32(_add32(~check, ~old), new))."""
+    import random
+
+    from pyfw.engine.nat.manip import _add32, _fold
+
+    m = 0xFFFFFFFF
+    rng = random.Random(5)
+    for _ in range(100000):
+        check = rng.choice((rng.getrandbits(16), 0, 0xFFFF))
+        old = rng.choice((rng.getrandbits(16), rng.getrandbits(32), 0, m, 0xFFFF))
+        new = rng.choice((rng.getrandbits(16), rng.getrandbits(32), 0, m, (check + old) % 0xFFFF))
+        assert csum_replace(check, old, new) == _fold(_add32(_add32(~check & m, ~old & m), new)), (check, old, new)

@@ -150,6 +150,10 @@ def get_conntrack_index(flags: int) -> int:
     return TCP_NONE_SET
 
 
+#: get_conntrack_index of every flags byte (looked up per segment)
+_INDEX: tuple[int, ...] = tuple(get_conntrack_index(f) for f in range(256))
+
+
 def segment_seq_plus_len(seq: int, length: int, dataoff: int, doff: int, flags: int) -> int:
     return (seq + length - dataoff - doff + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)) & _M
 
@@ -367,7 +371,7 @@ def tcp_error(ctk: Conntrack, pkt: Packet, prerouting: bool) -> bool:
 def tcp_new(ctk: Conntrack, conn: Conn, pkt: Packet) -> bool:
     """A first packet: SYN, or (nf_conntrack_tcp_loose) a mid-stream ACK."""
     flags = pkt.data[pkt.ihl + 13]
-    new_state = TCP_CONNTRACKS[0][get_conntrack_index(flags)][TCP_CONNTRACK_NONE]
+    new_state = TCP_CONNTRACKS[0][_INDEX[flags]][TCP_CONNTRACK_NONE]
     if new_state >= TCP_CONNTRACK_MAX:
         return False
     st = TcpState()
@@ -430,7 +434,7 @@ def tcp_packet(ctk: Conntrack, conn: Conn, pkt: Packet, ctinfo: int, direction: 
     now = pkt.time
     flags = pkt.data[pkt.ihl + 13]
     old_state = st.state
-    index = get_conntrack_index(flags)
+    index = _INDEX[flags]
     new_state = TCP_CONNTRACKS[direction][index][old_state]
     check_window = True
 

@@ -49,15 +49,12 @@ def _fold(s: int) -> int:
 def csum_replace(check: int, old: int, new: int) -> int:
     """csum_replace4 / inet_proto_csum_replace{2,4} for a packet whose
     checksum is complete (not CHECKSUM_PARTIAL).  All three values are
-    machine-order reads of the wire bytes (little-endian).  (_add32 twice,
-    then _fold, written out: this runs several times per NATed packet; a
-    sum of two 32-bit values plus its carry is the end-around add.)"""
-    s = (~check & _M32) + (~old & _M32)
-    s = (s & _M32) + (s >> 32) + new
-    s = (s & _M32) + (s >> 32)
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    machine-order reads of the wire bytes (little-endian); `check` is 16
+    bits.  The kernel's steps (_add32 of ~check and ~old, then of new,
+    then _fold) keep the sum's residue mod 0xFFFF, and a residue of 0
+    comes out as 0x0000 (~check in 32 bits is never 0, so neither is the
+    end-around sum: its fold is 0xFFFF), so the residue is the result."""
+    return (check + old - new) % 0xFFFF
 
 
 def _le16(d: bytearray, off: int) -> int:
@@ -82,6 +79,7 @@ def _swap32(v: int) -> int:
 
 
 _LE32 = struct.Struct("<I")
+_BE32 = struct.Struct("!I")
 
 
 def inet_checksum(d: bytearray | bytes, start: int, end: int) -> int:
@@ -203,7 +201,18 @@ def l4_manip(d: bytearray, ip_off: int, hdroff: int, end: int, target: Tuple, ma
 def ipv4_manip(d: bytearray, ip_off: int, end: int, target: Tuple, manip: int,
                l4: bool = True) -> bool:
     """nf_nat_ipv4_manip_pkt: layer 4 first (its pseudo-header update reads
-    the old address), then the address and the header checksum."""
+    the old address), then the address and the header checksum.
+
+    The checksums are worked out as residues mod 0xFFFF of the big-endian
+    values (2**16 == 1, so an address counts as its value, and byte order
+    only multiplies a residue by 256, which is invertible): the kernel's
+    one's complement steps keep the residue through every carry and fold,
+    and a residue other than 0 has one 16-bit representation.  A residue
+    of 0 comes out of csum_replace as 0x0000, never 0xFFFF: ~check in 32
+    bits is not 0, an end-around sum with a term that is not 0 is not 0,
+    so the fold gives 0xFFFF and its complement 0.  The result is the
+    kernel's byte for byte (tests/engine/test_nat.py checks it against
+    the step-by-step computation)."""
     if ip_off + 20 > end:
         return False
     hdroff = ip_off + (d[ip_off] & 0x0F) * 4
@@ -211,28 +220,27 @@ def ipv4_manip(d: bytearray, ip_off: int, end: int, target: Tuple, manip: int,
         aoff, new = ip_off + 12, target.src
     else:
         aoff, new = ip_off + 16, target.dst
-    old_le = _LE32.unpack_from(d, aoff)[0]
-    new_le = _swap32(new)
+    old = _BE32.unpack_from(d, aoff)[0]
     if l4:
         if target.proto == IPPROTO_TCP and hdroff + 20 <= end:
-            # _tcp with a whole header, inline (the same steps in the same order)
+            # _tcp with a whole header, inline
             if manip == MANIP_SRC:
                 poff, newport = hdroff, target.sport
             else:
                 poff, newport = hdroff + 2, target.dport
-            oldn = d[poff] | d[poff + 1] << 8
+            oldport = d[poff] << 8 | d[poff + 1]
+            coff = hdroff + 16
+            check = d[coff] << 8 | d[coff + 1]
+            x = (check + old - new + oldport - newport) % 0xFFFF
             d[poff] = newport >> 8
             d[poff + 1] = newport & 0xFF
-            coff = hdroff + 16
-            c = csum_replace(d[coff] | d[coff + 1] << 8, old_le, new_le)
-            c = csum_replace(c, oldn, (newport & 0xFF) << 8 | newport >> 8)
-            d[coff] = c & 0xFF
-            d[coff + 1] = c >> 8
+            d[coff] = x >> 8
+            d[coff + 1] = x & 0xFF
         elif not l4_manip(d, ip_off, hdroff, end, target, manip):
             return False
-    c = csum_replace(d[ip_off + 10] | d[ip_off + 11] << 8, old_le, new_le)
-    d[ip_off + 10] = c & 0xFF
-    d[ip_off + 11] = c >> 8
+    x = ((d[ip_off + 10] << 8 | d[ip_off + 11]) + old - new) % 0xFFFF
+    d[ip_off + 10] = x >> 8
+    d[ip_off + 11] = x & 0xFF
     d[aoff:aoff + 4] = new.to_bytes(4, "big")
     return True
 
