@@ -68,11 +68,34 @@ class TapEngine(Engine):
         self.stack: Stack = stack if stack is not None else NoStack()
         self._rx: dict[str, Any] | None = None  # annotations for the frame being received
         self.stack_pending = False  # the stack took input: its output is due
+        self.log_pending: list[tuple[int, str]] = []  # (syslog level, LOG/NFLOG text)
         super().__init__(ruleset, host)
         # the established-flow fast path (pyfw.engine.fastpath) replays a
         # cached Ethernet header and leaves out _transmit: it would skip
         # the neighbour cache and the super-frames' checksum fix-up
         self.fastpath = None
+
+    def load(self, ruleset: Any) -> None:
+        # LOG keeps its --log-level and NFLOG (no ulogd here) becomes a line
+        # like LOG's, for the daemon's log sink (take_lines)
+        setattr(self.env, "nflog", self._nflog)  # noqa: B010
+        setattr(self.env, "log_level", self._log_level)  # noqa: B010
+        super().load(ruleset)
+
+    def _log_level(self, text: str, level: int) -> None:
+        self.log_pending.append((level, text))
+
+    def _nflog(self, group: int, prefix: str, pkt: Packet) -> None:
+        from pyfw.engine.logtext import format_packet
+
+        self.log_pending.append((6, format_packet(pkt, prefix, 0)))
+
+    def take_lines(self) -> list[tuple[int, str]]:
+        """The LOG (at their level) and NFLOG (info) lines since the last call."""
+        out = self.log_pending + [(4, text) for _t, text in self.logs]
+        self.log_pending = []
+        self.logs.clear()
+        return out
 
     # ------------------------------------------------------------ entry
     def receive_frame(self, frame: bytes, iface: str, now: float, hdr: VnetHdr | None) -> Result:

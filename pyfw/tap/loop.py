@@ -46,6 +46,7 @@ class Gateway:
         self.macs = {name: engine.host.mac(name) for name in devices}
         self.extra: list[tuple[Any, Callable[[], None]]] = []  # (fileobj, on_ready)
         self.stats: dict[str, int] = {}
+        self.sink: Any = None  # pyfw.daemon.logsink.LogSink for LOG/NFLOG lines
         self.sel = selectors.DefaultSelector()
         for name, dev in devices.items():
             self.sel.register(dev.fileno(), selectors.EVENT_READ, name)
@@ -102,16 +103,27 @@ class Gateway:
     def drain(self, iface: str) -> None:
         dev = self.devices[iface]
         faults = self.faults
+        eng = self.engine
         for _ in range(BATCH):
             buf = dev.read()
             if buf is None:
-                return
+                break
             now = self.clock()
             if faults is None:
                 self.frame(iface, buf, now)
             else:
                 for i, b in faults.ingress(iface, buf, now):
                     self.frame(i, b, now)
+        if eng.logs or eng.log_pending:
+            self.log_lines()
+
+    def log_lines(self) -> None:
+        """LOG and NFLOG lines to the sink (dropped without one: never kept)."""
+        lines = self.engine.take_lines()
+        if self.sink is not None:
+            now = self.clock()
+            for level, text in lines:
+                self.sink.packet(text, level, now)
 
     # ------------------------------------------------------------ timers
     def timers(self, now: float) -> None:
@@ -129,6 +141,8 @@ class Gateway:
         if self.faults is not None:
             for i, b in self.faults.due(now):
                 self.frame(i, b, now)
+        if eng.logs or eng.log_pending:
+            self.log_lines()
 
     def _timeout(self, now: float) -> float:
         nxt = now + IDLE_TICK

@@ -88,6 +88,7 @@ def _make_stack(host: Any, status: tuple[int, int] | None, get_status: Any, cc: 
 def run(args: argparse.Namespace) -> int:
     from pyfw.daemon.control import ControlServer, LiveStore
     from pyfw.daemon.ctops import CtSource
+    from pyfw.daemon.logsink import LogSink
     from pyfw.engine.host import HostError, load_host
     from pyfw.tap.device import TapDevice, TapError, bridge_exists, configure
     from pyfw.tap.engine import TapEngine
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         faults = Faults(args.fault_seed, args.loss, args.dup, args.reorder)
         gw = Gateway(engine, devices, faults)
+        gw.sink = LogSink(getattr(args, "syslog", None))
         gw.add_reader(server, server.handle_one)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -181,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if gw is not None:
             gw.close()
+            if gw.sink is not None:
+                gw.sink.close()
         if server is not None:
             server.close()
         for dev in devices.values():

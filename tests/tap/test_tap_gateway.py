@@ -280,9 +280,15 @@ def test_stop_leaves_nothing(tmp_path: Path) -> None:
         lab.daemon = None
         links = sh("ip", "-o", "link", ns=lab.gw).stdout
         assert lab.tapl not in links and lab.tapw not in links
-        lab.start(tmp_path, RULES)
+        # LOG lines go to the daemon's log sink (stderr here), in the kernel's text
+        lab.start(tmp_path, RULES.replace("-A FORWARD -i eth0 -j ACCEPT",
+                                          '-A FORWARD -i eth0 -p icmp -j LOG --log-prefix "tap-log "\n'
+                                          "-A FORWARD -i eth0 -j ACCEPT"))
         assert ping(lab.lan, "10.77.1.1").returncode == 0
+        assert ping(lab.lan, "203.0.113.2").returncode == 0
         assert lab.stop() == 0, lab.log
+        assert re.search(r"tap-log IN=eth0 OUT=eth1 MAC=02:77:00:00:00:01:\S+ SRC=10.77.1.2 DST=203.0.113.2 .*PROTO=ICMP "
+                         r"TYPE=8 CODE=0", lab.log), lab.log
     finally:
         lab.down()
 
