@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         taps = ", ".join(f"{d.name}={n}" for n, d in devices.items())
         _log(f"started: tap {taps}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}"
              + (f", status {args.status}" if status and stack is not None else ""))
+        if not host.ip_forward:
+            _log(f"{args.host}: net.ipv4.ip_forward is 0 (a new namespace's value): not forwarding, "
+                 "as Linux would not")
         gw.run(lambda: stopping, between)
         if stack is not None and hasattr(stack, "abort_all"):
             # the gateway's own connections end with a reset, not silence
