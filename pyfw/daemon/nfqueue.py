@@ -42,7 +42,14 @@ class LiveEngine(Engine):
         self.out_pkt: Packet | None = None  # the packet as POSTROUTING left it (before fragmenting)
         self._flushing = False
         self.level_lines: list[tuple[int, str]] = []  # LOG (its --log-level) and NFLOG (info) lines, in order
-        super().__init__(ruleset, host)
+        from pyfw.engine import fastpath
+
+        # Established flows take the engine's fast path although this class
+        # overrides two of the steps it replays: a replayed walk emits only
+        # the packet itself (no _flush_local: own_frames stays -1) and sets
+        # no mark (entries are learnt from walks without MARK), which is what
+        # these overrides would have recorded.
+        super().__init__(ruleset, host, fastpath=fastpath.enabled_by_default())
 
     def load(self, ruleset: Any) -> None:
         # NFLOG's packets have no ulogd here: they become lines like LOG's
@@ -290,7 +297,7 @@ class Adapter:
         eng = self.engine
         now = time.monotonic()
         eng.delivered = None
-        eng.own_frames = 0
+        eng.own_frames = -1  # left so by the fast path: every frame is the packet's own
         eng.mark = None
         eng.out_pkt = None
         if eng.host is not self._host_seen:
@@ -304,11 +311,12 @@ class Adapter:
             res = eng.receive(self._head(iface, qp.get_hw()) + data, iface, now)
         if eng.level_lines or eng.logs:
             self._lines()
-        own = res.emitted[:eng.own_frames]
+        n_own = eng.own_frames if eng.own_frames >= 0 else len(res.emitted)
+        own = res.emitted[:n_own]
         if self.debug:
             self.debug(f"hook={qp.hook} len={len(data)} path={res.path} verdict={res.verdict} "
                        f"own={len(own)} made={len(res.emitted) - len(own)} reason={res.reason}")
-        for em in res.emitted[eng.own_frames:]:
+        for em in res.emitted[n_own:]:
             self._send_raw(em.frame[14:])
         if res.verdict != "ACCEPT":
             self._count("drop")
