@@ -7,7 +7,7 @@ The rules are rulesets/home-gateway.rules (MASQUERADE out, a port forward,
 FORWARD policy DROP with an ESTABLISHED rule).  Modes: "kernel" loads them
 with iptables-legacy-restore in gw; "pyfw" runs the daemon with them
 (reading the queue with pyfw.daemon.nfqnl); "pyfw-binding" the same daemon
-on the NetfilterQueue C binding; "bare" and "bare-nfqnl" (UDP only) are the
+on the NetfilterQueue C binding; "pyfw-slow" without the engine's fast path; "bare" and "bare-nfqnl" (UDP only) are the
 kernel doing the rules behind a Python NFQUEUE loop that only accepts, on
 the binding and on nfqnl: the ceiling of any Python loop.  Measured:
 
@@ -184,11 +184,9 @@ def bare_mode(lab: Lab, loop: str = "bare") -> Iterator[int]:
 
 
 class Daemon:
-    def __init__(self, lab: Lab, binding: str | None = None) -> None:
+    def __init__(self, lab: Lab, env_extra: dict[str, str] | None = None) -> None:
         self.sock = str(lab.work / "pyfw.sock")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        if binding:
-            env["PYFW_NFQUEUE_BINDING"] = binding
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
         self.log = open(lab.work / "daemon.log", "a")  # noqa: SIM115
         prof = os.environ.get("BENCH_DAEMON_PROFILE")  # a file for cProfile's output
         wrap = ["-m", "cProfile", "-o", prof] if prof else []
@@ -223,8 +221,8 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def pyfw_mode(lab: Lab, binding: str | None = None) -> Iterator[int]:
-    d = Daemon(lab, binding)
+def pyfw_mode(lab: Lab, env_extra: dict[str, str] | None = None) -> Iterator[int]:
+    d = Daemon(lab, env_extra)
     try:
         yield d.p.pid
     finally:
@@ -233,7 +231,8 @@ def pyfw_mode(lab: Lab, binding: str | None = None) -> Iterator[int]:
 
 MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode,
          "bare-nfqnl": lambda lab: bare_mode(lab, "bare-nfqnl"),
-         "pyfw-binding": lambda lab: pyfw_mode(lab, "netfilterqueue")}
+         "pyfw-binding": lambda lab: pyfw_mode(lab, {"PYFW_NFQUEUE_BINDING": "netfilterqueue"}),
+         "pyfw-slow": lambda lab: pyfw_mode(lab, {"PYFW_FASTPATH": "0"})}
 
 
 # --- the measurements ---------------------------------------------------------
@@ -320,7 +319,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--only", choices=["udp", "paced", "bulk", "conns", "memory"], action="append")
-    ap.add_argument("--modes", default="kernel,pyfw,bare,bare-nfqnl")
+    ap.add_argument("--modes", default="kernel,pyfw,pyfw-slow,bare,bare-nfqnl",
+                    help="of " + ", ".join(MODES))
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_daemon: needs root (network namespaces, iptables, NFQUEUE)", file=sys.stderr)
