@@ -71,9 +71,9 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 TH_SYN, TH_RST = 0x02, 0x04
 
-# Entries per interface before the table is emptied (dead connections'
-# entries are only ever dropped this way or when a lookup meets them).
-MAX_ENTRIES = 1 << 16
+# Entries per interface before the table is swept of dead connections'
+# entries (otherwise dropped only when a lookup meets them).
+MAX_ENTRIES = 1 << 15
 # A flow whose walk could not be cached is tried again after this many
 # slow-path packets, doubling up to MAX_BACKOFF.
 FIRST_BACKOFF = 4
@@ -319,7 +319,7 @@ class FastPath:
             ent = self._learn(frame, iface, res, steps, conn, direction, proto)
         if ent is not None:
             if len(flows) >= MAX_ENTRIES:
-                flows.clear()
+                _sweep(flows, now)
             flows[key] = ent
             waits.pop(key, None)
             self.learnt += 1
@@ -476,6 +476,18 @@ class FastPath:
                 bad.append(bad[-1] + (0 if rule_is_pure(cr.rule) else 1))
             self._impure[id(chain)] = bad
         return bad[end] == bad[start]
+
+
+def _sweep(flows: dict[bytes, Entry], now: float) -> None:
+    """A full table: drop the entries of connections that are gone or
+    changed (a lookup would drop each anyway), and all of them if that
+    frees too little."""
+    stale = [k for k, ent in flows.items()
+             if ent.conn.status != ent.status or ent.conn.timeout_at <= now]
+    for k in stale:
+        del flows[k]
+    if len(flows) > MAX_ENTRIES // 2:
+        flows.clear()
 
 
 def _key(frame: bytes) -> bytes | None:

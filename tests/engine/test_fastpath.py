@@ -429,3 +429,20 @@ def test_subclasses_that_change_a_replayed_step_get_no_fast_path() -> None:
     assert not replays(LiveEngine) and not replays(TapEngine)
     rs = load("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
     assert TapEngine(rs, parse_host(HOST, "gw.toml")).fastpath is None
+
+
+def test_a_full_table_is_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for a handful of entries the tables stay small and the
+    results the same."""
+    from pyfw.engine import fastpath
+
+    monkeypatch.setattr(fastpath, "MAX_ENTRIES", 6)
+    rng = random.Random(4)
+    text = ruleset_text(rng)
+    events = traffic(rng, 700)
+    slow = run(text, events, fastpath=False)
+    fast = run(text, events, fastpath=True)
+    assert slow[:6] == fast[:6]
+    fp = fast[6].fastpath
+    assert fp.hits > 0
+    assert all(len(t) <= 6 for t in fp.flows.values()) and all(len(t) <= 6 for t in fp.waits.values())
