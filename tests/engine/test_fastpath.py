@@ -446,3 +446,58 @@ def test_a_full_table_is_swept(monkeypatch: pytest.MonkeyPatch) -> None:
     fp = fast[6].fastpath
     assert fp.hits > 0
     assert all(len(t) <= 6 for t in fp.flows.values()) and all(len(t) <= 6 for t in fp.waits.values())
+
+
+def test_the_shipped_home_gateway() -> None:
+    """rulesets/home-gateway.rules on its host: a LAN download through
+    MASQUERADE and a port-forwarded connection in, both ways, with a FIN
+    teardown; the ruleset's LOG/limit rule is never on an established walk."""
+    from pathlib import Path
+
+    from pyfw.engine.host import load_host
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "rulesets" / "home-gateway.rules").read_text()
+    host_path = root / "tests" / "rulesets" / "home-gateway.toml"
+    macs = {"eth0": bytes.fromhex("020000000101"), "eth1": bytes.fromhex("020000000201")}
+
+    def fr(iface: str, src: int, dst: int, sport: int, dport: int, flags: int, seq: int, ack: int,
+           data: bytes = b"") -> tuple[bytes, str]:
+        f = frame(iface, src, dst, 6, sport, dport, flags=flags, seq=seq, ack=ack, payload=data)
+        return macs[iface] + f[6:], iface
+
+    laptop, web, wan, server, client = 0xC0A80105, 0xC0A8010A, 0xCB007102, 0x5DB8D822, 0xC6336401
+    events: list = []  # type: ignore[type-arg]
+    t = 10.0
+    for a, a_if, b_seen, b_real, b_if, aport, bport_seen, bport, a_seen in (
+            (laptop, "eth0", server, server, "eth1", 40001, 443, 443, wan),
+            (client, "eth1", wan, web, "eth0", 50001, 8080, 80, client)):
+        s, r = 1000, 9000
+        seq = [fr(a_if, a, b_seen, aport, bport_seen, 0x02, s, 0),
+               fr(b_if, b_real, a_seen, bport, aport, 0x12, r, s + 1),
+               fr(a_if, a, b_seen, aport, bport_seen, 0x10, s + 1, r + 1)]
+        s, r = s + 1, r + 1
+        for k in range(60):
+            if k % 3:
+                seq.append(fr(b_if, b_real, a_seen, bport, aport, 0x18, r, s, b"y" * 100))
+                r += 100
+            else:
+                seq.append(fr(a_if, a, b_seen, aport, bport_seen, 0x10, s, r))
+        seq += [fr(a_if, a, b_seen, aport, bport_seen, 0x11, s, r),
+                fr(b_if, b_real, a_seen, bport, aport, 0x11, r, s + 1),
+                fr(a_if, a, b_seen, aport, bport_seen, 0x10, s + 1, r + 1)]
+        for f, iface in seq:
+            events.append((t, f, iface))
+            t += 0.01
+    runs = []
+    for fp in (False, True):
+        ruleset = load(text)
+        eng = Engine(ruleset, load_host(str(host_path)), fastpath=fp)
+        seen = [eng.receive(f, iface, now) for now, f, iface in events]
+        counters = "".join(save_table(tb, counters=True) for tb in ruleset.ordered_tables())
+        runs.append(([(r.verdict, r.path, r.out, [(e.iface, e.frame) for e in r.emitted]) for r in seen],
+                     "".join(line for line in counters.splitlines(True) if not line.startswith("#")),
+                     eng.ct.format(t), eng.logs, eng))
+    assert runs[0][:4] == runs[1][:4]
+    assert all(v == "ACCEPT" for v, *_ in runs[1][0])
+    assert runs[1][4].fastpath.hits >= 100
