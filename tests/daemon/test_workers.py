@@ -61,7 +61,8 @@ def tcp():
 def udp(addr):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 5353))
     while True:
-        d, a = s.recvfrom(2048); s.sendto(f"{name} {a[0]}".encode(), a)
+        d, a = s.recvfrom(65536)
+        s.sendto(f"{name} {a[0]}".encode() + (b"y" * 3000 if d.startswith(b"big") else b""), a)
 threading.Thread(target=tcp, daemon=True).start()
 for a in addrs:
     threading.Thread(target=udp, args=(a,), daemon=True).start()
@@ -91,7 +92,11 @@ def one(job):
             head, _, rest = data.partition(b"\n")
             return "ok", head.decode() if len(rest) == 6000 else f"short {len(rest)}"
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout); s.bind((src, 0))
-        s.connect((host, port)); s.send(b"hi"); return "ok", s.recv(200).decode()
+        s.connect((host, port))
+        if proto == "big":  # fragmented both ways
+            s.send(b"big" + b"z" * 3000); data = s.recv(65536)
+            return "ok", data[:-3000].decode() if data.endswith(b"y" * 3000) else f"short {len(data)}"
+        s.send(b"hi"); return "ok", s.recv(200).decode()
     except ConnectionRefusedError:
         return "error", "refused"
     except ConnectionResetError:
@@ -272,6 +277,9 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         fwd = [("tcp", a, "203.0.113.1", 8080) for a in WAN for _ in range(2)]
         r = clients(lab, lab.wan, fwd)
         assert r["errors"] == [] and sorted(r["ok"]) == sorted(f"lan {a}" for a, in ((j[1],) for j in fwd)), r
+        # fragmented datagrams (3000 bytes both ways) reach the worker of their connection
+        r = clients(lab, lab.lan, [("big", "10.73.1.3", a, 5353) for a in WAN])
+        assert r["errors"] == [] and r["ok"] == ["wan 203.0.113.1"] * len(WAN), r
         # ICMP errors reach the worker of the connection they quote: a closed
         # UDP port's unreachable comes back through MASQUERADE as "refused"
         r = clients(lab, lab.lan, [("udp", "10.73.1.2", a, 5354) for a in WAN])
@@ -298,11 +306,11 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
         stats = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
         assert sum(stats.get(k, 0) for k in ("accept", "accept-post", "drop")) == seen, stats
         masq = pyfw(lab, sock, "-t", "nat", "-L", "POSTROUTING", "-v", "-x", "-n").stdout
-        assert int(masq.splitlines()[2].split()[0]) == 48 + len(WAN) + 8 + 1, masq  # one per new connection out, the ping too
+        assert int(masq.splitlines()[2].split()[0]) == 48 + 2 * len(WAN) + 8 + 1, masq  # one per new connection out, the ping too
         # the counters survive a rule added on the socket (the union is not counted twice)
         r = pyfw(lab, sock, "-A", "FORWARD", "-p", "icmp")
         assert r.returncode == 0, r.stderr
-        assert first_rule_packets(lab, sock, "nat", "POSTROUTING") == 48 + len(WAN) + 8 + 1
+        assert first_rule_packets(lab, sock, "nat", "POSTROUTING") == 48 + 2 * len(WAN) + 8 + 1
         # -Z zeroes every worker's share; new connections count from there
         assert pyfw(lab, sock, "-t", "nat", "-Z").returncode == 0
         assert first_rule_packets(lab, sock, "nat", "POSTROUTING") == 0
