@@ -376,7 +376,8 @@ def tcp_new(ctk: Conntrack, conn: Conn, pkt: Packet) -> bool:
         return False
     st = TcpState()
     s0 = st.seen[0]
-    s0.td_end = segment_seq_plus_len(pkt.tcp_seq, pkt.tot_len, pkt.ihl, pkt.tcp_doff, flags)
+    s0.td_end = (pkt.tcp_seq + pkt.tot_len - pkt.ihl - pkt.tcp_doff + (flags & TH_SYN and 1)
+                 + (flags & TH_FIN and 1)) & _M  # (segment_seq_plus_len)
     s0.td_maxwin = pkt.tcp_win or 1
     if new_state == TCP_CONNTRACK_SYN_SENT:
         s0.td_maxend = s0.td_end

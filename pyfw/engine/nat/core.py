@@ -364,7 +364,12 @@ class Nat:
                 ct.nat_dst = (new.dst, new.dport)
         if manip == MANIP_SRC:
             o = ct.orig
-            self._bysource.setdefault((ct.zone, o.proto, o.src, o.sport), []).insert(0, ct)
+            key = (ct.zone, o.proto, o.src, o.sport)
+            lst = self._bysource.get(key)
+            if lst is None:
+                self._bysource[key] = [ct]
+            else:
+                lst.insert(0, ct)
             if len(self._bysource) > self._sweep_at:
                 self._sweep(ct)
             ct.status |= IPS_SRC_NAT_DONE
