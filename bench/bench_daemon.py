@@ -7,7 +7,9 @@ The rules are rulesets/home-gateway.rules (MASQUERADE out, a port forward,
 FORWARD policy DROP with an ESTABLISHED rule).  Modes: "kernel" loads them
 with iptables-legacy-restore in gw; "pyfw" runs the daemon with them
 (reading the queue with pyfw.daemon.nfqnl); "pyfw-binding" the same daemon
-on the NetfilterQueue C binding; "pyfw-slow" without the engine's fast path; "bare" and "bare-nfqnl" (UDP only) are the
+on the NetfilterQueue C binding; "pyfw-slow" without the engine's fast path;
+"pyfw-nonat" (UDP only) with the filter rules alone, no NAT, so that each
+packet is queued once; "bare" and "bare-nfqnl" (UDP only) are the
 kernel doing the rules behind a Python NFQUEUE loop that only accepts, on
 the binding and on nfqnl: the ceiling of any Python loop.  Measured:
 
@@ -50,6 +52,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RULES = ROOT / "rulesets" / "home-gateway.rules"
+# home-gateway's filter table without its nat table: forwarded packets keep
+# their source, so each is queued once (for the cost of the second pass)
+NO_NAT_RULES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i eth0 -o eth1 -s 192.168.1.0/24 -j ACCEPT
+COMMIT
+"""
 PY = sys.executable
 LAN_IP, WAN_IP, GW_WAN_IP = "192.168.1.5", "203.0.113.1", "203.0.113.2"
 UDP_PORT, BULK_PORT, CONN_PORT, FLOW_PORT0 = 9, 5001, 5002, 10000
@@ -184,13 +196,13 @@ def bare_mode(lab: Lab, loop: str = "bare") -> Iterator[int]:
 
 
 class Daemon:
-    def __init__(self, lab: Lab, env_extra: dict[str, str] | None = None) -> None:
+    def __init__(self, lab: Lab, env_extra: dict[str, str] | None = None, rules: Path = RULES) -> None:
         self.sock = str(lab.work / "pyfw.sock")
         env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
         self.log = open(lab.work / "daemon.log", "a")  # noqa: SIM115
         prof = os.environ.get("BENCH_DAEMON_PROFILE")  # a file for cProfile's output
         wrap = ["-m", "cProfile", "-o", prof] if prof else []
-        self.p = lab.spawn(lab.gw, PY, *wrap, "-m", "pyfw.daemon", "--nfqueue", str(QUEUE), "--ruleset", str(RULES),
+        self.p = lab.spawn(lab.gw, PY, *wrap, "-m", "pyfw.daemon", "--nfqueue", str(QUEUE), "--ruleset", str(rules),
                            "--socket", self.sock, env=env, stderr=self.log)
         deadline = time.monotonic() + 20
         while "pyfw-daemon" not in sh("iptables-legacy-save", "-t", "raw", ns=lab.gw):
@@ -221,8 +233,12 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def pyfw_mode(lab: Lab, env_extra: dict[str, str] | None = None) -> Iterator[int]:
-    d = Daemon(lab, env_extra)
+def pyfw_mode(lab: Lab, env_extra: dict[str, str] | None = None, no_nat: bool = False) -> Iterator[int]:
+    rules = RULES
+    if no_nat:
+        rules = lab.work / "no-nat.rules"
+        rules.write_text(NO_NAT_RULES)
+    d = Daemon(lab, env_extra, rules)
     try:
         yield d.p.pid
     finally:
@@ -232,7 +248,9 @@ def pyfw_mode(lab: Lab, env_extra: dict[str, str] | None = None) -> Iterator[int
 MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode,
          "bare-nfqnl": lambda lab: bare_mode(lab, "bare-nfqnl"),
          "pyfw-binding": lambda lab: pyfw_mode(lab, {"PYFW_NFQUEUE_BINDING": "netfilterqueue"}),
-         "pyfw-slow": lambda lab: pyfw_mode(lab, {"PYFW_FASTPATH": "0"})}
+         "pyfw-slow": lambda lab: pyfw_mode(lab, {"PYFW_FASTPATH": "0"}),
+         "pyfw-nonat": lambda lab: pyfw_mode(lab, no_nat=True)}
+UDP_ONLY = ("bare", "bare-nfqnl", "pyfw-nonat")  # (without NAT, wan has no way back to lan)
 
 
 # --- the measurements ---------------------------------------------------------
@@ -319,7 +337,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--only", choices=["udp", "paced", "bulk", "conns", "memory"], action="append")
-    ap.add_argument("--modes", default="kernel,pyfw,pyfw-slow,bare,bare-nfqnl",
+    ap.add_argument("--modes", default="kernel,pyfw,pyfw-slow,pyfw-nonat,bare,bare-nfqnl",
                     help="of " + ", ".join(MODES))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -338,7 +356,7 @@ def main() -> int:
                 for mode in modes:
                     with MODES[mode](lab) as pid:
                         for test in tests:
-                            if test == "memory" or (mode.startswith("bare") and test not in ("udp", "paced")):
+                            if test == "memory" or (mode in UDP_ONLY and test not in ("udp", "paced")):
                                 continue
                             fn = {"udp": udp_stream, "paced": udp_paced, "bulk": bulk_tcp, "conns": short_conns}[test]
                             lab.settle()
