@@ -313,9 +313,9 @@ class FastPath:
         steps = res.trace
         res.trace = []
         ent = None
-        if (conn.status == status and conn.mark == mark and conn.proto_state is ps
-                and (tcp_state < 0 or ps.state == tcp_state)
-                and len(e.logs) == logs and len(e.nflogs) == nflogs and _counts(e) == counts):
+        same = (conn.status == status and conn.mark == mark and conn.proto_state is ps
+                and (tcp_state < 0 or ps.state == tcp_state))
+        if same and len(e.logs) == logs and len(e.nflogs) == nflogs and _counts(e) == counts:
             ent = self._learn(frame, iface, res, steps, conn, direction, proto)
         if ent is not None:
             if len(flows) >= MAX_ENTRIES:
@@ -323,10 +323,12 @@ class FastPath:
             flows[key] = ent
             waits.pop(key, None)
             self.learnt += 1
-        else:
+        elif same:
             if len(waits) >= MAX_ENTRIES:
                 waits.clear()
             waits[key] = _Backoff(FIRST_BACKOFF if back is None else min(MAX_BACKOFF, back.next * 2))
+        else:
+            waits.pop(key, None)  # the connection moved on (handshake, ASSURED): the next packet may do
         return res
 
     def _learn(self, frame: bytes, iface: str, res: Result, steps: list[TraceStep], conn: Conn,
