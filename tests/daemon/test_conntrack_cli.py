@@ -432,6 +432,8 @@ def test_like_the_kernels_conntrack(tmp_path: Path) -> None:
 
     spec = default_spec()
     rules = (RULES.replace("-i eth1", "-i wan").replace("-o eth1", "-o wan")
+             .replace("--set-mark 0x5\n", "--set-mark 0x5\n-A PREROUTING -i wan -p udp --sport 53 -j CONNMARK "
+                      "--set-mark 0x2/0x2\n-A POSTROUTING -p icmp -j CONNMARK --set-mark 0x9\n")
              .replace("192.168.1.10:80", "192.168.10.3:80")
              + "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
              "-A FORWARD -m conntrack --ctstate NEW,ESTABLISHED,RELATED -j ACCEPT\nCOMMIT\n")

@@ -206,8 +206,9 @@ class Conntrack:
             else:
                 ctinfo = IP_CT_NEW
             handler = _HANDLERS.get(conn.orig.proto, generic.generic_packet)
-            # someone listens for events: an UPDATE when the packet changes
-            # the status bits or the TCP state (IPCT_REPLY/ASSURED/PROTOINFO)
+            # someone listens for events: an UPDATE is due when the packet
+            # changes the status bits or the TCP state (IPCT_REPLY/ASSURED/
+            # PROTOINFO), told at confirm time with any mark change
             before = self.event_state(conn)
             ret = handler(self, conn, pkt, ctinfo, direction, prerouting)
             if ret == CT_REPEAT:
@@ -225,7 +226,7 @@ class Conntrack:
                 before: tuple[int, Any] | None) -> int:
         """The rest of in_hook once the protocol tracker answered `ret` (not
         CT_REPEAT) for `conn`: the packet's ctinfo, the statistics, the
-        UPDATE event (the fast path resumes here too)."""
+        pending UPDATE event (the fast path resumes here too)."""
         if ret != CT_ACCEPT:
             st = self.stat
             st.invalid += 1
@@ -238,10 +239,8 @@ class Conntrack:
         pkt.ct = conn
         pkt.ctinfo = ctinfo
         pkt.ctdir = direction
-        if before is not None and not conn.status & IPS_DYING and before != (
-                conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)):
-            for listener in list(self.listeners):
-                listener("UPDATE", conn, 0)
+        if before is not None and before != (conn.status & _EVENT_STATUS, getattr(conn.proto_state, "state", None)):
+            conn.extra["ev_pending"] = True  # told by confirm (_deliver_events)
         return NF_ACCEPT
 
     @staticmethod
@@ -298,7 +297,11 @@ class Conntrack:
         packet's new connection (with the reply tuple NAT gave it).  False:
         the packet must be dropped (a clash that could not be resolved)."""
         conn = pkt.ct
-        if conn is None or conn.status & IPS_CONFIRMED:
+        if conn is None:
+            return True
+        if conn.status & IPS_CONFIRMED:
+            if self.listeners:
+                self._deliver_events(conn)
             return True
         if pkt.ctinfo >= IP_CT_IS_REPLY:
             return True  # REJECT's answer attached to the connection
@@ -322,9 +325,21 @@ class Conntrack:
         conn.status |= IPS_CONFIRMED
         tab.insert(conn, keys=keys)
         if self.listeners:
+            conn.extra["ev_mark"] = conn.mark
             for listener in list(self.listeners):
                 listener("NEW", conn, 0)
         return True
+
+    def _deliver_events(self, conn: Conn) -> None:
+        """nf_ct_deliver_cached_events: one UPDATE for what this packet (or
+        an earlier one that went no further) changed, the mark included."""
+        x = conn.extra
+        if conn.status & IPS_DYING:
+            return
+        if x.pop("ev_pending", False) or conn.mark != x.get("ev_mark", conn.mark):
+            x["ev_mark"] = conn.mark
+            for listener in list(self.listeners):
+                listener("UPDATE", conn, 0)
 
     def _live(self, key: tuple[Tuple, int], now: float) -> Conn | None:
         e = self.table.hash.get(key)
