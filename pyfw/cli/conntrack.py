@@ -715,7 +715,7 @@ def run(argv: list[str]) -> Result:
         return Result(0, _usage(), warn)
     if q.command == "E":
         return Result(2, "", "pyfw conntrack: -E follows events: run it from the command line\n")
-    if q.command in ("I", "U", "G", "EI", "ED", "EG", "EE"):
+    if q.command in ("I", "U", "EI", "ED", "EG", "EE"):
         return Result(1, "", f"{warn}{HEAD}Operation failed: not supported by pyfw\n")
     if q.command == "EL":
         return Result(0, "", f"{warn}{HEAD}0 expectations have been shown.\n")
@@ -741,6 +741,8 @@ def run(argv: list[str]) -> Result:
     if q.command in ("S", "ES"):
         return Result(0, lines, warn)
     n = len(answer.get("lines", []))
+    if q.command == "G":
+        return Result(0 if n else 1, lines, f"{warn}{HEAD}{n} flow entries have been shown.\n")
     if q.command == "L":
         if q.status == 0 and "status" in q.options:
             return Result(1, "", f"{warn}{HEAD}Operation failed: invalid parameters\n")

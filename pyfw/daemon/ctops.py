@@ -19,7 +19,7 @@ from typing import Any
 
 from pyfw.cli.conntrack import EVENT_BITS, OUT_EXT, OUT_ID, OUT_XML, Query
 from pyfw.engine.api import IPS_ASSURED, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE
-from pyfw.engine.conntrack import Conn, Conntrack, Listener, format_entry, format_event
+from pyfw.engine.conntrack import Conn, Conntrack, Listener, Tuple, format_entry, format_event
 
 MAX_BACKLOG = 1 << 20  # bytes of events a slow -E reader may fall behind before it is dropped
 
@@ -231,6 +231,8 @@ def serve(conn: socket.socket, req: dict[str, Any], source: CtSource) -> dict[st
         for ct in tables:
             ct.flush(portid=portid)
         return {"lines": []}
+    if cmd == "G":
+        return _get(q, tables, now)
     if cmd == "C":
         return {"count": sum(ct.count() for ct in tables)}
     if cmd == "S":
@@ -243,6 +245,30 @@ def serve(conn: socket.socket, req: dict[str, Any], source: CtSource) -> dict[st
     if cmd in ("EF", "ES"):
         return {"lines": []}
     return {"error": f"pyfw daemon: conntrack command {cmd} is not served\n", "rc": 2}
+
+
+def _get(q: Query, tables: list[Conntrack], now: float) -> dict[str, Any]:
+    """conntrack -G: the entry the original tuple given belongs to (found
+    from either direction, then chosen as -L chooses); the lookup holds a
+    reference, so it shows use=2."""
+    from pyfw.cli.conntrack import HEAD
+
+    if q.orig_src is None or q.orig_dst is None:
+        return {"error": f"{HEAD}Operation failed: invalid parameters\n", "rc": 1}
+    proto = q.proto or 0
+    sport, dport = q.sport, q.dport
+    if proto == 1:
+        sport, dport = q.icmp_id, (q.icmp_type or 0) << 8 | (q.icmp_code or 0)
+    t = Tuple(q.orig_src[0], q.orig_dst[0], proto, sport or 0, dport or 0)
+    for ct in tables:
+        hit = ct.lookup(t, q.zone or 0, now)
+        if hit is not None and hit[0].timeout_at > now:
+            if not matches(q, hit[0]):
+                return {"lines": []}
+            line = entry_line(q, hit[0], now)
+            return {"lines": [line.replace("<use>1</use>", "<use>2</use>") if q.output & OUT_XML
+                              else line.replace(" use=1", " use=2", 1)]}
+    return {"error": f"{HEAD}Operation failed: such conntrack doesn't exist\n", "rc": 1}
 
 
 @dataclass

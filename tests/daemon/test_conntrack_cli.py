@@ -420,7 +420,15 @@ DIFF_ARGS = [
     ["-L", "--mark", "5"], ["-L", "-m", "0x4/0x4"], ["-L", "-u", "ASSURED"], ["-L", "-u", "SEEN_REPLY"],
     ["-L", "-o", "extended"], ["-L", "-o", "id"], ["-L", "-o", "xml"], ["-L", "-p", "tcp", "-o", "xml,id"],
     ["-L", "-p", "sctp", "-o", "xml"], ["-L", "-z"], ["-L", "-f", "ipv6"], ["-C"], ["-L", "-p", "foo"],
-    ["-C", "-p", "tcp"], ["-X"], ["-L", "-p", "tcp", "--state", "BAD"], ["-D", "-p", "udp", "--dport", "9"],
+    ["-C", "-p", "tcp"], ["-X"], ["-L", "-p", "tcp", "--state", "BAD"],
+    ["-G", "-p", "tcp", "-s", "192.168.10.2", "-d", "198.51.100.7", "--sport", "4000", "--dport", "80"],
+    ["-G", "-p", "tcp", "-s", "198.51.100.7", "-d", "203.0.113.1", "--sport", "80", "--dport", "4000"],
+    ["-G", "-p", "udp", "-r", "198.51.100.7", "-q", "203.0.113.1", "--reply-port-src", "53",
+     "--reply-port-dst", "5353"],
+    ["-G", "-p", "icmp", "-s", "192.168.10.2", "-d", "198.51.100.7", "--icmp-type", "8", "--icmp-code", "0",
+     "--icmp-id", "119"],
+    ["-G", "-p", "tcp", "-s", "192.168.10.2", "-d", "198.51.100.7", "--sport", "4001", "--dport", "80"],
+    ["-G", "-p", "tcp", "-s", "192.168.10.2"], ["-G", "-s", "192.168.10.2", "-d", "198.51.100.7"], ["-D", "-p", "udp", "--dport", "9"],
     ["-D", "-p", "udp", "--dport", "53"], ["-L", "-p", "udp"], ["-C"], ["-D", "-p", "icmp", "-o", "xml"],
     ["-F"], ["-C"], ["-L"],
 ]
@@ -557,3 +565,18 @@ def test_xml_output(gw: Gateway) -> None:
     rc, out, err = gw.run("-D", "-p", "icmp", "-o", "xml")
     assert rc == 0 and out.startswith("<flow>") and "<layer4 protonum=\"1\" protoname=\"icmp\"></layer4>" in out
     assert out.rstrip().endswith("<unreplied/></meta></flow>") and out.count("\n") == 1
+
+
+def test_get(gw: Gateway) -> None:
+    gw.traffic()
+    gw.engine.now += 0.05
+    tcp = ["-p", "tcp", "-s", "192.168.1.10", "-d", "1.1.1.1", "--sport", "4000", "--dport", "80"]
+    assert gw.run("-G", *tcp) == (0, TCP_LINE.replace("use=1", "use=2") + "\n",
+                                  HEAD + "1 flow entries have been shown.\n")
+    # found by its reply tuple, then not shown: the template's original tuple differs
+    back = ["-p", "tcp", "-s", "1.1.1.1", "-d", "203.0.113.1", "--sport", "80", "--dport", "4000"]
+    assert gw.run("-G", *back) == (1, "", HEAD + "0 flow entries have been shown.\n")
+    assert gw.run("-G", *tcp[:-1], "81") == (1, "", HEAD + "Operation failed: such conntrack doesn't exist\n")
+    assert gw.run("-G", "-p", "udp", "-r", "8.8.8.8", "-q", "203.0.113.1") == (
+        1, "", HEAD + "Operation failed: invalid parameters\n")
+    assert gw.run("-G", "-s", "1.1.1.1", "-d", "2.2.2.2")[0] == 2  # --protonum is compulsory
