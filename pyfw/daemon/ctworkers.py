@@ -68,9 +68,15 @@ def unsubscribe(worker: Any, sub_id: int) -> None:
 # ---------------------------------------------------------------- in the parent
 def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
     """The workers' answers to one request as one answer."""
-    for a in answers:
-        if "error" in a:
-            return a
+    errors = [a for a in answers if "error" in a]
+    # -G finds an entry at one worker only: "doesn't exist" from the others
+    # is no error when one of them has it
+    hard = [a for a in errors if "doesn't exist" not in a["error"]]
+    if hard:
+        return hard[0]
+    if errors and len(errors) == len(answers):
+        return errors[0]
+    answers = [a for a in answers if "error" not in a]
     if answers and all("count" in a for a in answers):
         return {"count": sum(int(a["count"]) for a in answers)}
     return {"lines": [line for a in answers for line in a.get("lines", [])]}
