@@ -93,7 +93,8 @@ def test_a_new_user_writes_a_test_file(tmp_path: Path, user_env: tuple[Path, str
     where = tmp_path / "my-firewall"
     _project(where, TEST_FILE)
     found = subprocess.run([str(bindir / "python"), "-c", "import pyfw, scapy; print(pyfw.__file__)"],
-                           cwd=where, capture_output=True, text=True, timeout=60)
+                           cwd=where, capture_output=True, text=True, timeout=60,
+                           env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(where)})  # a user's: no PYTHONPATH
     assert found.returncode == 0, found.stderr
     if how.startswith("a fresh venv"):
         assert not Path(found.stdout.strip()).resolve().is_relative_to(ROOT), found.stdout   # not the checkout
