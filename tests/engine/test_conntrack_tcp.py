@@ -268,3 +268,50 @@ def test_expiry_then_new() -> None:
     f.seq[0] -= 1
     assert feed(ct, f.seg(0, "S"), T + 121)[0] == "NEW"
     assert only(ct).remaining(T + 121) == 120
+
+
+def test_first_syn_shortcut_is_the_general_code() -> None:
+    """tcp_packet's shortcut for the SYN that makes a connection leaves the
+    state, the timeout and the verdict the general code leaves: a SYN run
+    through the general steps (the connection marked confirmed, so that
+    tcp_packet skips tcp_new and the shortcut) agrees on random SYNs with
+    windows, options, payloads and the other flags, on several settings."""
+    import random
+    import struct
+
+    from pyfw.engine.api import IPS_CONFIRMED
+    from pyfw.engine.conntrack.conn import Conn, Tuple
+    from pyfw.engine.conntrack.tcp import tcp_new, tcp_packet
+    from pyfw.engine.packet import Packet
+    from pyfw.wire.checksum import checksum, l4_checksum
+
+    rng = random.Random(7)
+    settings = [{}, {"net.netfilter.nf_conntrack_tcp_max_retrans": 0},
+                {"net.netfilter.nf_conntrack_tcp_timeout_max_retrans": 60},
+                {"net.netfilter.nf_conntrack_tcp_max_retrans": 0,
+                 "net.netfilter.nf_conntrack_tcp_timeout_max_retrans": 60},
+                {"net.netfilter.nf_conntrack_tcp_be_liberal": 1}]
+    for n in range(3000):
+        ct = Conntrack(sysctls=rng.choice(settings))
+        opts = rng.choice((b"", b"\x02\x04\x05\xb4", b"\x03\x03\x07\x01", b"\x04\x02\x01\x01",
+                           b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x0e"))
+        flags = 0x02 | rng.choice((0, 0x08, 0x20, 0x40, 0x80, 0xC0, 0x100))
+        payload = bytes(rng.randrange(3)) * rng.randrange(2)
+        src, dst, sport, dport = rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(16)
+        seq, win = rng.getrandbits(32), rng.choice((0, 1, rng.getrandbits(16)))
+        doff = (20 + len(opts)) // 4
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, rng.getrandbits(32), doff << 4 | flags >> 8,
+                         flags & 0xFF, win, 0, 0) + opts + payload
+        l4 = l4[:16] + struct.pack("!H", l4_checksum(src, dst, 6, l4)) + l4[18:]
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, 6, 0,
+                          src.to_bytes(4, "big"), dst.to_bytes(4, "big"))
+        data = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:] + l4
+        t = Tuple(src, dst, 6, sport, dport)
+        fast, general = Conn(t, t.inverted()), Conn(t, t.inverted())
+        p1, p2 = Packet(bytearray(data), time=T), Packet(bytearray(data), time=T)
+        assert tcp_new(ct, general, p2)
+        general.status = IPS_CONFIRMED
+        v1 = tcp_packet(ct, fast, p1, 0, 0, True)
+        v2 = tcp_packet(ct, general, p2, 0, 0, True)
+        assert (v1, fast.proto_state) == (v2, general.proto_state), n
+        assert fast.timeout_at == general.timeout_at - T, n

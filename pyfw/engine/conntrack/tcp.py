@@ -428,8 +428,11 @@ def tcp_packet(ctk: Conntrack, conn: Conn, pkt: Packet, ctinfo: int, direction: 
         return CT_INVALID  # fewer than 20 bytes of header
     if tcp_error(ctk, pkt, prerouting):
         return CT_INVALID
-    if not conn.status & IPS_CONFIRMED and not tcp_new(ctk, conn, pkt):
-        return CT_INVALID
+    if not conn.status & IPS_CONFIRMED:
+        if not tcp_new(ctk, conn, pkt):
+            return CT_INVALID
+        if pkt.data[pkt.ihl + 13] & (TH_SYN | TH_ACK | TH_RST | TH_FIN) == TH_SYN:
+            return _first_syn(ctk, conn, pkt)
     st: TcpState = conn.proto_state
     cfg = ctk.cfg
     now = pkt.time
@@ -543,6 +546,35 @@ def tcp_packet(ctk: Conntrack, conn: Conn, pkt: Packet, ctinfo: int, direction: 
           and new_state == TCP_CONNTRACK_ESTABLISHED):
         conn.status |= IPS_ASSURED
     ctk.refresh(conn, timeout, pkt, direction)
+    return CT_ACCEPT
+
+
+def _first_syn(ctk: Conntrack, conn: Conn, pkt: Packet) -> int:
+    """The rest of tcp_packet for the SYN that made the connection (what
+    the general code does in that case, step for step): NONE -> SYN_SENT
+    in the original direction; in tcp_in_window the sender was just set up
+    by tcp_new and every bound holds (its end is seq + len + 1, the reply
+    side has sent nothing), so only the reply side's td_maxend moves, to
+    the window (at least 1); then the state's timeout."""
+    st: TcpState = conn.proto_state
+    receiver = st.seen[1]
+    receiver.td_maxend = pkt.tcp_win or 1
+    receiver.flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+    st.last_index = TCP_SYN_SET
+    st.last_dir = 0
+    st.state = new_state = TCP_CONNTRACK_SYN_SENT
+    cfg = ctk.cfg
+    t = cfg.tcp_timeouts
+    if st.retrans >= cfg.tcp_max_retrans and t[new_state] > t[TCP_CONNTRACK_RETRANS]:
+        timeout = t[TCP_CONNTRACK_RETRANS]
+    elif ((st.seen[0].flags | receiver.flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+          and t[new_state] > t[TCP_CONNTRACK_UNACK]):
+        timeout = t[TCP_CONNTRACK_UNACK]
+    elif st.last_win == 0 and t[new_state] > t[TCP_CONNTRACK_RETRANS]:
+        timeout = t[TCP_CONNTRACK_RETRANS]
+    else:
+        timeout = t[new_state]
+    ctk.refresh(conn, timeout, pkt, 0)
     return CT_ACCEPT
 
 
