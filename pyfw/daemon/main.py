@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from pyfw.cli.main import DEFAULT_SOCKET
+from pyfw.daemon import localsrc
 from pyfw.daemon.logsink import DEV_LOG, LogSink
 from pyfw.daemon.notify import notify
 from pyfw.daemon.steering import KernelRules, Steering, owner_alive, remove_rules, stale_rules
@@ -87,10 +88,18 @@ def _reload_file(path: str | None, live: Any) -> None:
 
 
 def _cleanup(num: int | None) -> int:
-    """`--cleanup`: remove the kernel rules of daemons that are gone."""
+    """`--cleanup`: remove the kernel rules of daemons that are gone (and
+    put back the accept_local one of them changed, unless another running
+    daemon still needs it)."""
     stale = stale_rules(num)
     alive = [r for r in stale if owner_alive(r.owner)]
-    gone = remove_rules(r for r in stale if not owner_alive(r.owner))
+    dead = [r for r in stale if not owner_alive(r.owner)]
+    memo = localsrc.original(r.comment for r in dead) if any(
+        localsrc.memo_value(r.comment) is not None for r in dead) else None
+    gone = remove_rules(dead)
+    if memo is not None and not any(localsrc.memo_value(r.comment) is not None
+                                    for r in stale_rules(None) if owner_alive(r.owner)):
+        localsrc.write_sysctl(localsrc.ACCEPT_LOCAL, memo)
     which = f"queue {num}" if num is not None else "any queue"
     _log(f"cleanup: removed {gone} kernel rule(s) of {which}"
          + (f"; {len(alive)} of running daemons left alone" if alive else ""))
@@ -113,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="let packets through while no daemon reads the queue or it is full (default: drop)")
     ap.add_argument("--ipv6", choices=("drop", "accept"), default="drop",
                     help="forwarded IPv6: dropped and counted (default) or left to the kernel")
+    ap.add_argument("--nat-two-pass", action="store_true",
+                    help="queue a packet whose source NAT changes twice (rewritten at POSTROUTING) "
+                         "instead of setting accept_local while the daemon runs (pyfw.daemon.localsrc)")
     ap.add_argument("--queue-len", type=int, default=None, metavar="N",
                     help="packets the kernel holds for the daemon before the fail mode applies")
     ap.add_argument("--conntrack-max", type=int, default=None, metavar="N",
@@ -161,6 +173,11 @@ def main(argv: list[str]) -> int:
     _sink = sink = LogSink(args.syslog)
     try:
         overrides = {} if args.conntrack_max is None else {"net.netfilter.nf_conntrack_max": args.conntrack_max}
+        accept_local = None
+        if args.workers == 1:
+            accept_local = _user_accept_local(args)
+            if accept_local is not None:
+                overrides[localsrc.ACCEPT_LOCAL] = accept_local  # the engine judges by the user's value
         host = read_host(overrides)
     except Exception as exc:
         _log(f"cannot read the host's interfaces and routes: {exc}", error=True)
@@ -187,8 +204,11 @@ def main(argv: list[str]) -> int:
         reload = True
 
     adapter = server = None
-    steering = Steering(args.nfqueue, fail_open=args.fail_open, ipv6=args.ipv6)
+    one_pass = accept_local is not None and accept_local != 1
+    steering = Steering(args.nfqueue, fail_open=args.fail_open, ipv6=args.ipv6,
+                        accept_local=accept_local if one_pass else None)
     rules = KernelRules(steering)
+    set_local = False
     try:
         try:
             adapter = Adapter(args.nfqueue, engine, fail_open=args.fail_open,
@@ -215,11 +235,19 @@ def main(argv: list[str]) -> int:
         except subprocess.CalledProcessError as exc:
             _log(f"cannot install the kernel rules: {(exc.stderr or '').strip()}", error=True)
             return 1
+        if accept_local is not None:
+            # the memo rule is in: from now on a SIGKILL leaves what --cleanup needs
+            set_local = one_pass and localsrc.write_sysctl(localsrc.ACCEPT_LOCAL, 1)
+            if one_pass and not set_local:
+                _log("cannot set accept_local: source NAT takes the second pass", error=True)
+            if accept_local == 1 or set_local:
+                adapter.local_source = localsrc.LocalSource()
         # ours are in front now: the rules a killed daemon left can go
         stale = stale_rules(args.nfqueue, keep_owner=steering.owner)
         took = remove_rules(stale)
         _log(f"started: queue {args.nfqueue}, socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
-             f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
+             f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}, "
+             f"source NAT in {'one pass' if adapter.local_source is not None else 'two passes'}"
              + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         notify("READY=1")
         watch = _watch(overrides)
@@ -250,6 +278,8 @@ def main(argv: list[str]) -> int:
         _log(f"stopped on an error: {type(exc).__name__}: {exc}", error=True)
         return 1
     finally:
+        if set_local and accept_local is not None:
+            localsrc.write_sysctl(localsrc.ACCEPT_LOCAL, accept_local)
         rules.remove()
         if server is not None:
             server.close()
@@ -258,6 +288,15 @@ def main(argv: list[str]) -> int:
                 adapter.close()
         _sink = None
         sink.close()
+
+
+def _user_accept_local(args: Any) -> int | None:
+    """accept_local as the user has it (from a killed daemon's memo if one
+    changed it); None: source NAT keeps its second pass (asked so, or
+    policy routing that may route by the source)."""
+    if args.nat_two_pass or localsrc.policy_routing():
+        return None
+    return localsrc.original(r.comment for r in stale_rules(None))
 
 
 def _watch(overrides: dict[str, int]) -> Any:

@@ -219,6 +219,9 @@ class Adapter:
         self.debug: Any = None  # a callable taking one line per packet
         self.post_mark = POST_MARK  # a worker's own (pyfw.daemon.steer.post_mark)
         self.sink: Any = None  # a LogSink for LOG/NFLOG lines (None: they are dropped)
+        # in-device name -> whether the kernel takes the engine's new source
+        # at PREROUTING (pyfw.daemon.localsrc); None: always the second pass
+        self.local_source: Any = None
         self._names: dict[int, str] = {}
         self._host_seen = engine.host  # the caches below belong to this host
         self._heads: dict[tuple[str, bytes | None], bytes] = {}
@@ -304,6 +307,8 @@ class Adapter:
             self._host_seen = eng.host
             self._names.clear()
             self._heads.clear()
+            if self.local_source is not None:
+                self.local_source.clear()
         if qp.hook == NF_IP_LOCAL_OUT:
             res = eng.send(data, now)
         else:
@@ -331,10 +336,12 @@ class Adapter:
                 self._count("forward-no-packet")
                 qp.drop()
                 return
-            if frame[26:30] != data[12:16]:
+            if frame[26:30] != data[12:16] and (
+                    self.local_source is None or not self.local_source(self._name(qp.indev))):
                 # A new source address (SNAT, a DNAT's replies) is applied
                 # after the kernel's routing, which would drop a packet
-                # arriving with a local source: accept it as it came, marked,
+                # arriving with a local source (unless accept_local lets it,
+                # pyfw.daemon.localsrc): accept it as it came, marked,
                 # and swap in the engine's packet when it reaches POSTROUTING.
                 final = frame[14:]
                 if final[16:20] != data[16:20]:

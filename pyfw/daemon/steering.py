@@ -50,6 +50,7 @@ class Steering:
     fail_open: bool = False
     ipv6: str = "drop"  # "drop": forwarded IPv6 dropped (and counted by the kernel); "accept": left alone
     owner: int = field(default_factory=os.getpid)
+    accept_local: int | None = None  # the user's accept_local, kept in a memo rule (None: not changed)
 
     @property
     def comment(self) -> str:
@@ -76,6 +77,15 @@ class Steering:
             return []
         return [KernelRule(6, "filter", "FORWARD", (*self.tag(), "-j", "DROP"))]
 
+    def memo_rules(self) -> list[KernelRule]:
+        """A rule that matches nothing (protocol 255) and only keeps, in its
+        comment, the accept_local the daemon changed (pyfw.daemon.localsrc),
+        for whoever cleans up after a SIGKILL."""
+        if self.accept_local is None:
+            return []
+        memo = f"{self.comment} keeps accept_local={self.accept_local}"
+        return [KernelRule(4, "raw", "OUTPUT", ("-p", "255", "-m", "comment", "--comment", memo))]
+
     def rules(self) -> list[KernelRule]:
         """NOTRACK keeps the kernel's conntrack and NAT out of traffic pyfw
         handles; lo's PREROUTING is skipped (the engine sees loopback at
@@ -94,6 +104,7 @@ class Steering:
             KernelRule(4, "mangle", "POSTROUTING", ("-m", "mark", "--mark", post, *tag, *queue)),
             *self.defrag_rules(),
             *self.ipv6_rules(),
+            *self.memo_rules(),
         ]
 
 

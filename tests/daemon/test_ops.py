@@ -113,6 +113,10 @@ def save6(lab: Lab) -> str:
                    if not line.startswith("#"))
 
 
+def accept_local(lab: Lab) -> int:
+    return int(sh("sysctl", "-n", "net.ipv4.conf.all.accept_local", ns=lab.gw).stdout)
+
+
 def stats(lab: Lab, d: Daemon) -> dict[str, int]:
     """`pyfw daemon --stats` against the running daemon."""
     r = sh(PY, "-m", "pyfw.daemon", "--stats", "--socket", d.sock, ns=lab.gw, check=False, cwd=str(ROOT),
@@ -145,15 +149,19 @@ def test_fail_closed_sigkill_then_takeover(lab: Lab, tmp_path: Path) -> None:
     assert not ping(lab, lab.gw, "203.0.113.2")
     assert client(lab, lab.lan, "tcp", "203.0.113.2", 80, timeout=1.0) == {"error": "timeout"}
     # a new daemon on the queue takes over: its rules replace the stale ones
+    # (the killed daemon's accept_local stays on, its memo rule tells the original)
+    assert accept_local(lab) == 1 and "keeps accept_local=0" in left
     d2 = Daemon(lab, tmp_path, name="d2")
-    assert "took over from a stopped daemon (7 stale kernel rules removed)" in d2.log
+    assert "took over from a stopped daemon (8 stale kernel rules removed)" in d2.log
     now = save_gw(lab)
-    assert len(re.findall(r"pyfw-daemon queue 7 pid \d+", now)) == 6
+    assert len(re.findall(r"pyfw-daemon queue 7 pid \d+", now)) == 7
+    assert "keeps accept_local=0" in now  # the user's value, not the one the killed daemon left
     assert len(set(re.findall(r"pyfw-daemon queue 7 pid (\d+)", now + save6(lab)))) == 1
     assert client(lab, lab.lan, "tcp", "203.0.113.2", 80) == {"ok": "wan 203.0.113.1"}
     assert ping(lab, lab.lan, "203.0.113.2")
     assert d2.stop() == 0, d2.log
     assert save_gw(lab) == before and save6(lab) == before6
+    assert accept_local(lab) == 0
 
 
 def test_fail_open_sigkill_then_cleanup(lab: Lab, tmp_path: Path) -> None:
@@ -171,8 +179,9 @@ def test_fail_open_sigkill_then_cleanup(lab: Lab, tmp_path: Path) -> None:
     assert "-j DROP" in save6(lab) and "pyfw-daemon queue 7" in save6(lab)
     r = sh(PY, "-m", "pyfw.daemon", "--cleanup", "--nfqueue", "7", ns=lab.gw, check=False, cwd=str(ROOT),
            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert r.returncode == 0 and "removed 7 kernel rule(s) of queue 7" in r.stderr, r.stderr
+    assert r.returncode == 0 and "removed 8 kernel rule(s) of queue 7" in r.stderr, r.stderr
     assert save_gw(lab) == before and save6(lab) == before6
+    assert accept_local(lab) == 0  # put back from the memo rule
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
