@@ -17,12 +17,14 @@ import socket
 import time
 from typing import Any
 
+from pyfw.daemon.nfqnl import NF_DROP, Fields, NfQueue, QueuedPacket
 from pyfw.daemon.steering import OWN_MARK, OWN_MASK, POST_MARK
 from pyfw.engine.engine import Engine, Result
 from pyfw.engine.packet import Packet
 
 __all__ = ["OWN_MARK", "OWN_MASK", "POST_MARK", "Adapter", "LiveEngine"]
 
+NF_IP_PRE_ROUTING = 0
 NF_IP_LOCAL_OUT = 3
 NF_IP_POST_ROUTING = 4
 MAX_PENDING = 65536
@@ -229,6 +231,8 @@ class Adapter:
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, OWN_MARK)
         self.nfq: Any = _queue_class()()
         self.nfq.bind(num, self._packet, max_len=queue_len)
+        if isinstance(self.nfq, NfQueue):
+            self.nfq.fast = self._fast
         self.problems = configure(self.fileno(), num, fail_open, rcvbuf)
 
     def fileno(self) -> int:
@@ -314,6 +318,55 @@ class Adapter:
         else:
             iface = self._name(qp.indev)
             res = eng.receive(self._head(iface, qp.get_hw()) + data, iface, now)
+        self._give(qp, data, res)
+
+    def _fast(self, f: Fields) -> bool:
+        """A packet straight from its message's fields, no QueuedPacket made,
+        for the common case: a whole packet at PREROUTING from an interface
+        already seen, forwarded as the engine rewrote it, no mark, nothing
+        else made.  False (before the engine saw it) leaves the packet to
+        _packet; an engine's answer that is not that common case goes to
+        _give as a QueuedPacket."""
+        pid, hook, _hwp, indev, _outdev, _mark, hw, data = f
+        if hook != NF_IP_PRE_ROUTING or len(data) < 20 or (data[2] << 8 | data[3]) > len(data) or self.debug:
+            return False
+        eng = self.engine
+        iface = self._names.get(indev)
+        if iface is None or eng.host is not self._host_seen:
+            return False
+        head = self._heads.get((iface, hw))
+        if head is None:
+            return False
+        try:
+            eng.delivered = None
+            eng.own_frames = -1
+            eng.mark = None
+            eng.out_pkt = None
+            res = eng.receive(head + data, iface, time.monotonic())
+            if eng.level_lines or eng.logs:
+                self._lines()
+            em = res.emitted
+            if (res.verdict == "ACCEPT" and res.path == "forward" and len(em) == 1 and eng.own_frames in (-1, 1)
+                    and not eng.mark and res.out != "lo"):
+                frame = em[0].frame
+                if frame[26:30] == data[12:16] or (self.local_source is not None and self.local_source(iface)):
+                    new = _ttl_back(frame)
+                    stats = self.stats
+                    stats["accept"] = stats.get("accept", 0) + 1
+                    if new == data:
+                        self.nfq.accept_plain(pid)
+                    else:
+                        self.nfq.accept_payload(pid, new)
+                    return True
+            self._give(QueuedPacket(self.nfq, *f), data, res)
+        except Exception:
+            self._count("adapter_error")
+            self.nfq.verdict(pid, NF_DROP, None, None)
+        return True
+
+    def _give(self, qp: Any, data: bytes, res: Result) -> None:
+        """The engine's answer `res` on `data` as the queue's verdict on qp."""
+        eng = self.engine
         if eng.level_lines or eng.logs:
             self._lines()
         n_own = eng.own_frames if eng.own_frames >= 0 else len(res.emitted)

@@ -73,10 +73,21 @@ def ip_udp(src: str, dst: str, sport: int, dport: int, payload: bytes, ttl: int 
     return bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-def run_flow(monkeypatch: pytest.MonkeyPatch, fastpath: str) -> tuple[list[bytes], object]:
+def bad_udp_length(ip: bytes) -> bytes:
+    """The datagram with a UDP length past the packet's end."""
+    return ip[:24] + struct.pack("!H", 400) + ip[26:]
+
+
+def run_flow(monkeypatch: pytest.MonkeyPatch, fastpath: str, adapter_fast: bool = True,
+             one_pass: bool = False, odd: bool = False) -> tuple[list[bytes], object]:
     """A UDP exchange through home-gateway.rules: 20 datagrams out (each
-    queued again at POSTROUTING, as the kernel does for the daemon's mark),
-    20 answers back; the verdict datagrams the adapter sent."""
+    queued again at POSTROUTING, as the kernel does for the daemon's mark,
+    unless `one_pass`: the kernel takes the new source at once), 20 answers
+    back, and with `odd` each time an unasked datagram from wan (dropped) and
+    one with a UDP length past its end (accepted, as the kernel's conntrack
+    calls it invalid but FORWARD's -i lan rule takes it); the verdict datagrams the adapter sent.  `adapter_fast`
+    False: every packet through QueuedPacket and Adapter._packet, none
+    through Adapter._fast."""
     monkeypatch.setenv("PYFW_FASTPATH", fastpath)
     monkeypatch.setattr(nq, "_queue_class", lambda: FakeQueue)
     monkeypatch.setattr("pyfw.daemon.queueconf.configure", lambda *a, **k: [])
@@ -85,6 +96,13 @@ def run_flow(monkeypatch: pytest.MonkeyPatch, fastpath: str) -> tuple[list[bytes
     eng = nq.LiveEngine(ruleset, host)
     ad = nq.Adapter(7, eng)  # (queue 7, as the helpers of test_nfqnl read them)
     ad._names = {v: k for k, v in IFINDEX.items()}
+    handled = []
+    if adapter_fast:
+        ad.nfq.fast = lambda f: handled.append(ad._fast(f)) or handled[-1]
+    else:
+        ad.nfq.fast = None
+    if one_pass:
+        ad.local_source = lambda dev: True
     kernel = ad.nfq.sock
     pid = 0
     for i in range(20):
@@ -92,6 +110,18 @@ def run_flow(monkeypatch: pytest.MonkeyPatch, fastpath: str) -> tuple[list[bytes
         pid += 1
         kernel.incoming.append(packet_message(pid, 0, out, indev=IFINDEX["eth0"]))
         ad.run_ready()
+        for extra in (ip_udp("203.0.113.1", "192.168.1.5", 53, 40001, b"no", ident=200 + i),
+                    bad_udp_length(ip_udp("192.168.1.5", "203.0.113.1", 40000, 53, b"bad", ident=300 + i))) if odd else ():
+            pid += 1
+            kernel.incoming.append(packet_message(pid, 0, extra, indev=IFINDEX["eth1" if extra[12] == 203 else "eth0"]))
+            ad.run_ready()
+        if one_pass:
+            pid += 1
+            back = ip_udp("203.0.113.1", "203.0.113.2", 53, 40000, b"a%02d" % i, ident=100 + i)
+            kernel.incoming.append(packet_message(pid, 0, back, indev=IFINDEX["eth1"],
+                                                  hw=b"\x02\x00\x00\x00\x02\xfe"))
+            ad.run_ready()
+            continue
         # the kernel forwards it (TTL - 1) and queues it again at POSTROUTING
         fwd = bytearray(out)
         fwd[8] -= 1
@@ -105,6 +135,8 @@ def run_flow(monkeypatch: pytest.MonkeyPatch, fastpath: str) -> tuple[list[bytes
         kernel.incoming.append(packet_message(pid, 0, back, indev=IFINDEX["eth1"],
                                               hw=b"\x02\x00\x00\x00\x02\xfe"))
         ad.run_ready()
+    if adapter_fast:
+        assert handled.count(True) >= 30, handled  # (the first packets of each interface go the long way)
     return kernel.sent, eng
 
 
@@ -119,3 +151,20 @@ def test_established_flows_take_the_fast_path_with_the_slow_paths_verdicts(monke
     payloads = [attrs(body).get(nfqnl.NFQA_PAYLOAD) for d in fast for _t, body in messages(d)]
     reply = [p for p in payloads if p is not None][-1]
     assert reply[16:20] == bytes([192, 168, 1, 5]) and reply[8] == 64 and checksum(reply[:20]) in (0, 0xFFFF)
+
+
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_adapter_fast_handler_sends_the_general_paths_verdicts(monkeypatch: pytest.MonkeyPatch,
+                                                               one_pass: bool) -> None:
+    general, _ = run_flow(monkeypatch, "1", adapter_fast=False, one_pass=one_pass, odd=True)
+    fast, _ = run_flow(monkeypatch, "1", adapter_fast=True, one_pass=one_pass, odd=True)
+    assert fast == general
+    verdicts = [(struct.unpack("!I", a[nfqnl.NFQA_VERDICT_HDR][:4])[0], a.get(nfqnl.NFQA_PAYLOAD))
+                for d in fast for t, body in messages(d) if t == nfqnl.NFQNL_MSG_VERDICT for a in [attrs(body)]]
+    assert sum(v == nfqnl.NF_DROP for v, _p in verdicts) == 20  # the unasked ones
+    outs = [p for v, p in verdicts if p is not None and p[12:16] == bytes([203, 0, 113, 2])]
+    if one_pass:
+        # masqueraded at PREROUTING, TTL as it came (the kernel takes one off), a valid header
+        assert len(outs) == 20 and all(p[8] == 64 and checksum(p[:20]) in (0, 0xFFFF) for p in outs)
+    else:
+        assert len(outs) == 20 and all(p[8] == 63 for p in outs)  # swapped in at POSTROUTING
