@@ -403,7 +403,8 @@ class Nat:
         lst = self._bysource.get(key)
         if lst is None:
             return
-        lst[:] = [c for c in lst if c is not ct]
+        while ct in lst:  # identity (Conn has eq=False): C speed, not a Python loop
+            lst.remove(ct)
         if not lst:
             del self._bysource[key]
 
@@ -533,19 +534,29 @@ class Nat:
         lst = self._bysource.get((zone, t.proto, t.src, t.sport))
         if not lst:
             return None
-        key = (zone, t.proto, t.src, t.sport)
-        live = [c for c in lst if self._alive(c)]
-        if len(live) != len(lst):
+        # The first live entry usually fits: stop there (a full pass per new
+        # connection made many flows from one source port quadratic); the
+        # dead ones are dropped once they are half the list.
+        alive = self._alive
+        dead = 0
+        found = None
+        for c in lst:
+            if not alive(c):
+                dead += 1
+                continue
+            m = invert(c.reply)
+            result = Tuple(m.src, t.dst, t.proto, m.sport, t.dport)
+            if _in_range(result, r):
+                found = result
+                break
+        if dead and dead * 2 >= len(lst):
+            key = (zone, t.proto, t.src, t.sport)
+            live = [c for c in lst if alive(c)]
             if live:
                 self._bysource[key] = live
             else:
                 del self._bysource[key]
-        for c in live:
-            m = invert(c.reply)
-            result = Tuple(m.src, t.dst, t.proto, m.sport, t.dport)
-            if _in_range(result, r):
-                return result
-        return None
+        return found
 
     @staticmethod
     def _find_best_ips(t: Tuple, r: NatRange, zone: int, manip: int) -> Tuple:
