@@ -11,7 +11,9 @@ on the NetfilterQueue C binding; "pyfw-slow" without the engine's fast path;
 "pyfw-nonat" (UDP only) with the filter rules alone, no NAT, so that each
 packet is queued once; "bare" and "bare-nfqnl" (UDP only) are the
 kernel doing the rules behind a Python NFQUEUE loop that only accepts, on
-the binding and on nfqnl: the ceiling of any Python loop.  Measured:
+the binding and on nfqnl: the ceiling of any Python loop; "bare-payload"
+the nfqnl loop handing every packet back as a payload, as a NAT verdict
+must (one verdict message each, the kernel copying the payload in).  Measured:
 
   paced  small UDP packets lan->wan at 5,000/s, which every mode keeps up
          with: the loop's packets per CPU-second (its cost per packet)
@@ -26,8 +28,10 @@ a Python sender would be slower than the kernel.  Each figure is the median
 of --runs runs; the modes alternate within a run so that the machine's load
 falls on all alike, and "pps/cpu-s" (packets per second of the loop's own
 CPU time) is the figure a loaded machine moves least.  Through pyfw a
-masqueraded packet is queued twice (PREROUTING, then POSTROUTING for the new
-source), so its cost is two passes of the bare loop plus the engine's.
+masqueraded packet is queued once (the daemon sets accept_local while it
+runs, pyfw.daemon.localsrc; with `--nat-two-pass` it would come back at
+POSTROUTING for its new source), so its cost is one pass of the
+bare-payload loop plus the engine's.
 Needs root, iptables-legacy and gcc.
 
     .venv/bin/python bench/bench_daemon.py [--runs 3] [--seconds 2] [--flows 100000]
@@ -81,6 +85,16 @@ q.run()
 from pyfw.daemon.nfqnl import NfQueue
 q = NfQueue()
 q.bind(0, lambda p: p.accept(), max_len=8192, sock_len=8 << 20)
+print("ready", flush=True)
+while True:
+    q.run()
+""",
+    # the same, handing each packet back as its payload (as a NAT verdict must)
+    "bare-payload": """
+from pyfw.daemon.nfqnl import NfQueue
+q = NfQueue()
+q.bind(0, lambda p: p.accept(), max_len=8192, sock_len=8 << 20)
+q.fast = lambda f: q.accept_payload(f[0], f[7]) or True
 print("ready", flush=True)
 while True:
     q.run()
@@ -247,10 +261,11 @@ def pyfw_mode(lab: Lab, env_extra: dict[str, str] | None = None, no_nat: bool = 
 
 MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode,
          "bare-nfqnl": lambda lab: bare_mode(lab, "bare-nfqnl"),
+         "bare-payload": lambda lab: bare_mode(lab, "bare-payload"),
          "pyfw-binding": lambda lab: pyfw_mode(lab, {"PYFW_NFQUEUE_BINDING": "netfilterqueue"}),
          "pyfw-slow": lambda lab: pyfw_mode(lab, {"PYFW_FASTPATH": "0"}),
          "pyfw-nonat": lambda lab: pyfw_mode(lab, no_nat=True)}
-UDP_ONLY = ("bare", "bare-nfqnl", "pyfw-nonat")  # (without NAT, wan has no way back to lan)
+UDP_ONLY = ("bare", "bare-nfqnl", "bare-payload", "pyfw-nonat")  # (without NAT, wan has no way back to lan)
 
 
 # --- the measurements ---------------------------------------------------------

@@ -251,7 +251,10 @@ def main(argv: list[str]) -> int:
              + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         notify("READY=1")
         watch = _watch(overrides)
-        waitables: list[Any] = [adapter, server, *([watch] if watch else [])]
+        # descriptors, not objects: select would call each one's fileno() at every wakeup
+        queue_fd, server_fd = adapter.fileno(), server.fileno()
+        watch_fd = watch.fileno() if watch else -1
+        waitables = [queue_fd, server_fd, *([watch_fd] if watch else [])]
         while not stopping:
             try:
                 wait = watch.timeout(time.monotonic(), 1.0) if watch else 1.0
@@ -262,14 +265,14 @@ def main(argv: list[str]) -> int:
                 reload = False
                 _reload(args.ruleset, live)
             if watch is not None:
-                if watch in ready:
+                if watch_fd in ready:
                     watch.readable()
                 new_host = _new_host(watch)
                 if new_host is not None:
                     engine.set_host(new_host)
-            if adapter in ready:
+            if queue_fd in ready:
                 adapter.run_ready()
-            if server in ready:
+            if server_fd in ready:
                 server.handle_one()
         notify("STOPPING=1")
         _log(f"stopped ({_counts(adapter, engine, rules, sink)})")

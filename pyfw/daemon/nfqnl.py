@@ -63,7 +63,9 @@ _MARK_ATTR = struct.Struct("=HHI")
 # the attributes' headers of a packet message as the kernel lays out one that
 # came in from an Ethernet device at PREROUTING without a mark: PACKET_HDR,
 # IFINDEX_INDEV, HWADDR, then PAYLOAD (nfqnl_build_packet_message's order)
-_COMMON_HEAD = struct.Struct("=HH8xHHIHH4x8sHH")  # from the message's offset 20 to 60, its payload's start
+# from the message's offset 20 to 60, its payload's start; the attributes'
+# values (id, hw_protocol, ifindex) in network order, read as native and swapped
+_COMMON_HEAD = struct.Struct("=HHIHBxHHIHH4x8sHH")
 _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
@@ -134,6 +136,7 @@ class QueuedPacket:
 
     def accept(self) -> None:
         self.done = True
+        self._queue.requeue = True
         if self._new_payload is None and self._new_mark is None:
             self._queue.accept_plain(self.id)
         else:
@@ -145,6 +148,7 @@ class QueuedPacket:
 
     def repeat(self) -> None:
         self.done = True
+        self._queue.requeue = True
         self._queue.verdict(self.id, NF_REPEAT, self._new_payload, self._new_mark)
 
 
@@ -154,6 +158,7 @@ class NfQueue:
     # a handler tried first with each packet's fields, before any QueuedPacket
     # is made: True when it gave the verdict itself (verdict/accept_plain)
     fast: Callable[[Fields], bool] | None = None
+    requeue = False  # a QueuedPacket was accepted since the last flush: its packet may come back at once
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
@@ -387,8 +392,8 @@ class NfQueue:
         fast = self.fast
         mv = self._mv
         unpack_common = _COMMON_HEAD.unpack_from
-        unpack_pkthdr = _PKT_HDR.unpack_from
         ntohl = socket.ntohl
+        ntohs = socket.ntohs
         callback = self.callback
         flags = 0 if block else socket.MSG_DONTWAIT
         served = 0
@@ -402,8 +407,14 @@ class NfQueue:
                     # Verdicts reinject their packets within the send: one
                     # that comes back to the queue (a later hook) is waiting
                     # as it returns, and is served now rather than after
-                    # another wait in the caller's select.
+                    # another wait in the caller's select.  Only a
+                    # QueuedPacket's accept may do that: the fast handler's
+                    # forwarded packets go out (the caller's select would
+                    # see anything they made).
                     self.flush()
+                    if not self.requeue:
+                        break
+                    self.requeue = False
                     continue
                 except InterruptedError:
                     continue
@@ -423,11 +434,11 @@ class NfQueue:
                         f = None
                         if end - off >= 60:
                             h = unpack_common(buf, off + 20)
-                            if h[:2] == (11, NFQA_PACKET_HDR) and h[2:4] == (8, NFQA_IFINDEX_INDEV) \
-                                    and h[5:7] == (16, NFQA_HWADDR) and h[9] & 0x3FFF == NFQA_PAYLOAD \
-                                    and 4 <= h[8] <= end - off - 56:
-                                pid, hwp, hook = unpack_pkthdr(buf, off + 24)
-                                f = (pid, hook, hwp, ntohl(h[4]), 0, 0, h[7], mv[off + 60:off + 56 + h[8]].tobytes())
+                            if h[0] == 11 and h[1] == NFQA_PACKET_HDR and h[5] == 8 and h[6] == NFQA_IFINDEX_INDEV \
+                                    and h[8] == 16 and h[9] == NFQA_HWADDR and h[12] & 0x3FFF == NFQA_PAYLOAD \
+                                    and 4 <= h[11] <= end - off - 56:
+                                f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
+                                     mv[off + 60:off + 56 + h[11]].tobytes())
                         if f is None:
                             f = fields(off, end)
                         if f is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from typing import Any
 
@@ -140,15 +141,15 @@ def _post_key(ip: bytes) -> bytes:
 def _ttl_back(frame: bytes) -> bytes:
     """The IP packet in `frame` with its TTL one higher (the kernel takes it off
     again as it forwards), the header checksum updated for it (RFC 1624)."""
-    out = bytearray(frame[14:])
-    if out[8] < 255:
-        out[8] += 1
-        c = (~((out[10] << 8) | out[11]) & 0xFFFF) + 0x100  # ~HC + m' - m: the TTL's byte is the high one
-        c = (c & 0xFFFF) + (c >> 16)
-        c = ~c & 0xFFFF
-        out[10] = c >> 8
-        out[11] = c & 0xFF
-    return bytes(out)
+    ttl = frame[22]
+    if ttl == 255:
+        return frame[14:]
+    c = (~((frame[24] << 8) | frame[25]) & 0xFFFF) + 0x100  # ~HC + m' - m: the TTL's byte is the high one
+    c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
+    return b"".join((frame[14:22], _TTL_CK.pack(ttl + 1, frame[23], c), frame[26:]))
+
+
+_TTL_CK = struct.Struct("!BBH")
 
 
 class _CutPacket:
@@ -350,7 +351,14 @@ class Adapter:
                     and not eng.mark and res.out != "lo"):
                 frame = em[0].frame
                 if frame[26:30] == data[12:16] or (self.local_source is not None and self.local_source(iface)):
-                    new = _ttl_back(frame)
+                    # _ttl_back inline: TTL one higher, its checksum updated (RFC 1624)
+                    ttl = frame[22]
+                    if ttl == 255:
+                        new = frame[14:]
+                    else:
+                        c = (~((frame[24] << 8) | frame[25]) & 0xFFFF) + 0x100
+                        new = b"".join((frame[14:22], _TTL_CK.pack(ttl + 1, frame[23],
+                                                                   ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF), frame[26:]))
                     stats = self.stats
                     stats["accept"] = stats.get("accept", 0) + 1
                     if new == data:
