@@ -114,19 +114,21 @@ class ChainIndex:
         self.rules = rules
         self.buckets = buckets
         self.by_proto = {k[0] for k in buckets if k[0] is not None}
+        # the buckets every packet (of a protocol) looks at, found once
+        self.no_key = buckets.get((None, None))
+        self.proto_only = {p: buckets.get((p, None)) for p in self.by_proto}
 
     def candidates(self, pkt: Packet) -> list[CompiledRule]:
-        buckets = self.buckets
         proto = pkt.proto
         found: list[_Bucket] = []
-        b = buckets.get((None, None))
+        b = self.no_key
         if b is not None:
             found.append(b)
         if proto in self.by_proto:
-            b = buckets.get((proto, None))
+            b = self.proto_only[proto]
             if b is not None:
                 found.append(b)
-            b = buckets.get((proto, pkt.dport))
+            b = self.buckets.get((proto, pkt.dport))
             if b is not None:
                 found.append(b)
         hits: list[int] = []

@@ -475,8 +475,13 @@ class Nat:
                 found = self._find_appropriate_src(orig, r, ct.zone)
                 if found is not None and not self._used(found, ct):
                     return found
-        # 2) the address
-        t = self._find_best_ips(orig, r, ct.zone, manip)
+        # 2) the address (one address: _find_best_ips's answer, inline)
+        if flags & RANGE_MAP_IPS and r.min_ip == r.max_ip:
+            ip = r.min_ip
+            t = (Tuple(ip, orig.dst, orig.proto, orig.sport, orig.dport) if manip == MANIP_SRC
+                 else Tuple(orig.src, ip, orig.proto, orig.sport, orig.dport))
+        else:
+            t = self._find_best_ips(orig, r, ct.zone, manip)
         # 3) the port, unless it is already fine
         if not flags & RANGE_PROTO_RANDOM_ALL:
             if flags & RANGE_PROTO_SPECIFIED:

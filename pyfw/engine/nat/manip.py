@@ -241,7 +241,7 @@ def ipv4_manip(d: bytearray, ip_off: int, end: int, target: Tuple, manip: int,
     x = ((d[ip_off + 10] << 8 | d[ip_off + 11]) + old - new) % 0xFFFF
     d[ip_off + 10] = x >> 8
     d[ip_off + 11] = x & 0xFF
-    d[aoff:aoff + 4] = new.to_bytes(4, "big")
+    _BE32.pack_into(d, aoff, new)
     return True
 
 
