@@ -30,6 +30,11 @@ class Tuple(NamedTuple):
         return Tuple(self.dst, self.src, self.proto, self.dport, self.sport)
 
 
+# Tuple(...) runs a Python-level __new__; the packet path makes its tuples
+# with new_tuple(Tuple, (src, dst, proto, sport, dport)), the same object.
+new_tuple = tuple.__new__
+
+
 @dataclass(eq=False, slots=True)
 class Conn:
     orig: Tuple

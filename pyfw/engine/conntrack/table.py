@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 from pyfw.engine.api import IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, IPS_SEEN_REPLY
-from pyfw.engine.conntrack.conn import Conn, Tuple
+from pyfw.engine.conntrack.conn import Conn, Tuple, new_tuple
 from pyfw.engine.conntrack.timeouts import (
     TCP_CONNTRACK_CLOSE,
     TCP_CONNTRACK_CLOSE_WAIT,
@@ -75,7 +75,7 @@ def get_tuple(data: bytearray | bytes, off: int, end: int, proto: int, src: int,
         if end - off < 4:
             return None
         sport, dport = _PORTS.unpack_from(data, off)
-        return Tuple(src, dst, proto, sport, dport)
+        return new_tuple(Tuple, (src, dst, proto, sport, dport))
     if proto == IPPROTO_ICMP:
         if end - off < 8:  # sizeof(struct icmphdr)
             return None
@@ -100,7 +100,7 @@ def invert(t: Tuple) -> Tuple | None:
         if rtype is None:
             return None
         return Tuple(t.dst, t.src, t.proto, t.sport, rtype << 8 | (t.dport & 0xFF))
-    return Tuple(t.dst, t.src, t.proto, t.dport, t.sport)
+    return new_tuple(Tuple, (t.dst, t.src, t.proto, t.dport, t.sport))
 
 
 def checksum_ok(data: bytearray | bytes, end: int, src: int, dst: int, ihl: int, proto: int) -> bool:

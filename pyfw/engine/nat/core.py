@@ -38,7 +38,7 @@ from pyfw.engine.api import (
     NF_ACCEPT,
     NF_DROP,
 )
-from pyfw.engine.conntrack.conn import Conn, Tuple
+from pyfw.engine.conntrack.conn import Conn, Tuple, new_tuple
 from pyfw.engine.jhash import jhash2, reciprocal_scale
 from pyfw.engine.nat import addr
 from pyfw.engine.nat.manip import (
@@ -115,7 +115,7 @@ def invert(t: Tuple) -> Tuple:
     if t.proto == IPPROTO_ICMP:
         typ = t.dport >> 8
         return Tuple(t.dst, t.src, IPPROTO_ICMP, t.sport, _ICMP_INV.get(typ, typ) << 8 | (t.dport & 0xFF))
-    return Tuple(t.dst, t.src, t.proto, t.dport, t.sport)
+    return new_tuple(Tuple, (t.dst, t.src, t.proto, t.dport, t.sport))
 
 
 def manip_of_hook(hook: str) -> int:
@@ -240,7 +240,7 @@ class Nat:
         if t.proto == IPPROTO_ICMP:
             target = invert(t)
         else:
-            target = Tuple(t.dst, t.src, t.proto, t.dport, t.sport)
+            target = new_tuple(Tuple, (t.dst, t.src, t.proto, t.dport, t.sport))
         return NF_ACCEPT if self.manip_pkt(pkt, target, manip) else NF_DROP
 
     def manip_pkt(self, pkt: Packet, target: Tuple, manip: int) -> bool:
@@ -351,11 +351,11 @@ class Nat:
         if status & (IPS_SRC_NAT_DONE if manip == MANIP_SRC else IPS_DST_NAT_DONE):
             return NF_DROP
         r = ct.reply
-        curr = invert(r) if r.proto == IPPROTO_ICMP else Tuple(r.dst, r.src, r.proto, r.dport, r.sport)
+        curr = invert(r) if r.proto == IPPROTO_ICMP else new_tuple(Tuple, (r.dst, r.src, r.proto, r.dport, r.sport))
         new = self.get_unique_tuple(curr, rng, ct, manip)
         if new != curr:
-            ct.reply = invert(new) if new.proto == IPPROTO_ICMP else Tuple(
-                new.dst, new.src, new.proto, new.dport, new.sport)
+            ct.reply = invert(new) if new.proto == IPPROTO_ICMP else new_tuple(
+                Tuple, (new.dst, new.src, new.proto, new.dport, new.sport))
             if manip == MANIP_SRC:
                 ct.status |= IPS_SRC_NAT
                 ct.nat_src = (new.src, new.sport)
@@ -478,8 +478,8 @@ class Nat:
         # 2) the address (one address: _find_best_ips's answer, inline)
         if flags & RANGE_MAP_IPS and r.min_ip == r.max_ip:
             ip = r.min_ip
-            t = (Tuple(ip, orig.dst, orig.proto, orig.sport, orig.dport) if manip == MANIP_SRC
-                 else Tuple(orig.src, ip, orig.proto, orig.sport, orig.dport))
+            t = (new_tuple(Tuple, (ip, orig.dst, orig.proto, orig.sport, orig.dport)) if manip == MANIP_SRC
+                 else new_tuple(Tuple, (orig.src, ip, orig.proto, orig.sport, orig.dport)))
         else:
             t = self._find_best_ips(orig, r, ct.zone, manip)
         # 3) the port, unless it is already fine
@@ -497,7 +497,7 @@ class Nat:
         """nf_nat_used_tuple: replies to `t` would match another connection."""
         if t.proto == IPPROTO_ICMP:
             return bool(self.index.tuple_taken(invert(t), ct))
-        return bool(self.index.tuple_taken(Tuple(t.dst, t.src, t.proto, t.dport, t.sport), ct))
+        return bool(self.index.tuple_taken(new_tuple(Tuple, (t.dst, t.src, t.proto, t.dport, t.sport)), ct))
 
     def _lookup(self, t: Tuple) -> tuple[Conn, int] | None:
         fn = getattr(self.index, "lookup", None)
@@ -578,8 +578,8 @@ class Nat:
             ip = (r.min_ip + reciprocal_scale(j, dist)) & 0xFFFFFFFF
         # (a plain constructor call: NamedTuple._replace costs several times more)
         if manip == MANIP_SRC:
-            return Tuple(ip, t.dst, t.proto, t.sport, t.dport)
-        return Tuple(t.src, ip, t.proto, t.sport, t.dport)
+            return new_tuple(Tuple, (ip, t.dst, t.proto, t.sport, t.dport))
+        return new_tuple(Tuple, (t.src, ip, t.proto, t.sport, t.dport))
 
     def _rand16(self, t: Tuple, attempt: int) -> int:
         """Stands in for get_random_u16(): a hash of the tuple, so that the
