@@ -173,11 +173,9 @@ def main(argv: list[str]) -> int:
     _sink = sink = LogSink(args.syslog)
     try:
         overrides = {} if args.conntrack_max is None else {"net.netfilter.nf_conntrack_max": args.conntrack_max}
-        accept_local = None
-        if args.workers == 1:
-            accept_local = _user_accept_local(args)
-            if accept_local is not None:
-                overrides[localsrc.ACCEPT_LOCAL] = accept_local  # the engine judges by the user's value
+        accept_local = _user_accept_local(args)
+        if accept_local is not None:
+            overrides[localsrc.ACCEPT_LOCAL] = accept_local  # the engine judges by the user's value
         host = read_host(overrides)
     except Exception as exc:
         _log(f"cannot read the host's interfaces and routes: {exc}", error=True)
@@ -188,7 +186,7 @@ def main(argv: list[str]) -> int:
             return 2
         from pyfw.daemon import workers
 
-        return workers.run(args, ruleset, host, _log, _reload)
+        return workers.run(args, ruleset, host, _log, _reload, accept_local=accept_local)
     engine = LiveEngine(ruleset, host)
     live = LiveStore(engine.ruleset, engine.load)
     stopping = False

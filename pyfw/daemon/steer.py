@@ -55,8 +55,9 @@ outside conntrack (`limit`, `hashlimit`, `recent`, `statistic --mode nth`,
 `quota`) is per worker too.  A packet too short for the program falls to
 the last worker.
 
-Packets accepted at PREROUTING whose source the engine rewrote come back at
-mangle POSTROUTING marked with their worker's own POST mark
+Where source NAT takes the second pass (pyfw.daemon.localsrc: strict
+rp_filter, policy routing, --nat-two-pass), packets accepted at PREROUTING
+whose source the engine rewrote come back at mangle POSTROUTING marked with their worker's own POST mark
 (`post_mark(k)`), which steers them back to the worker holding the rewrite.
 """
 

@@ -127,6 +127,10 @@ class Worker:
         self.adapter = Adapter(num + k, self.engine, fail_open=bool(opts.get("fail_open")),
                                queue_len=opts.get("queue_len") or QUEUE_LEN)
         self.adapter.post_mark = post_mark(k)
+        if opts.get("one_pass"):
+            from pyfw.daemon.localsrc import LocalSource
+
+            self.adapter.local_source = LocalSource()
         self.sink = self.adapter.sink = LogSink(opts.get("syslog"))  # LOG/NFLOG lines of this worker
         for problem in self.adapter.problems:
             self.sink.error(f"worker {k}, queue {num + k}: {problem}")
@@ -442,9 +446,35 @@ def union_stats(stats: list[dict[str, int]]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ the parent's loop
+def _one_pass(args: Any, accept_local: int | None, log: Callable[..., None]) -> tuple[Any, bool]:
+    """Source NAT in one pass for the workers (pyfw.daemon.localsrc): the
+    memo rule keeping the user's accept_local goes in first, then the
+    sysctl is set, before any worker starts; (the memo's KernelRules or
+    None, whether the sysctl was set)."""
+    from pyfw.daemon import localsrc
+    from pyfw.daemon.steering import KernelRules, Steering
+
+    if accept_local is None or accept_local == 1:
+        return None, False
+    steering = Steering(args.nfqueue, fail_open=args.fail_open, ipv6=args.ipv6, accept_local=accept_local)
+    memo = KernelRules(steering, steering.memo_rules())
+    try:
+        memo.install()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        log(f"cannot keep accept_local in a kernel rule, source NAT takes the second pass: {exc}", error=True)
+        return None, False
+    if not localsrc.write_sysctl(localsrc.ACCEPT_LOCAL, 1):
+        log("cannot set accept_local: source NAT takes the second pass", error=True)
+        memo.remove()
+        return None, False
+    return memo, True
+
+
 def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
-        reload: Callable[[str | None, Any], None]) -> int:
-    """The daemon with args.workers worker processes (args as main parses them)."""
+        reload: Callable[[str | None, Any], None], accept_local: int | None = None) -> int:
+    """The daemon with args.workers worker processes (args as main parses them);
+    `accept_local` the user's (None: source NAT takes the second pass), as
+    pyfw.daemon.main read it."""
     from pyfw.daemon.control import ControlServer, LiveStore
     from pyfw.daemon.ctworkers import EventRelay, merge
     from pyfw.daemon.steer import read_topology, worker_steering
@@ -467,11 +497,24 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
     last = args.nfqueue + n - 1
     rules = worker_steering(args.nfqueue, n, topo, args.fail_open, args.ipv6)
     steering = rules.steering
-    opts = {"fail_open": args.fail_open, "queue_len": args.queue_len, "syslog": args.syslog, "workers": n}
+    memo, set_local = _one_pass(args, accept_local, log)
+    opts = {"fail_open": args.fail_open, "queue_len": args.queue_len, "syslog": args.syslog, "workers": n,
+            "one_pass": accept_local == 1 or set_local}
+
+    def put_back() -> None:
+        """accept_local as the user had it, then its memo rule goes."""
+        from pyfw.daemon import localsrc
+
+        if set_local and accept_local is not None:
+            localsrc.write_sysctl(localsrc.ACCEPT_LOCAL, accept_local)
+        if memo is not None:
+            memo.remove()
+
     try:
         pool = WorkerPool(args.nfqueue, n, ruleset, host, debug=bool(os.environ.get("PYFW_DAEMON_DEBUG")), opts=opts)
     except (OSError, WorkerDied) as exc:
         log(str(exc), error=True)
+        put_back()
         return 1
     restarts: list[float] = []
     generation = 0
@@ -584,13 +627,16 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
         took = remove_rules(stale)
         log(f"started: queues {args.nfqueue}-{last} ({n} workers, outside {','.join(topo.outside)}), "
             f"socket {args.socket}, ruleset {args.ruleset or '(empty)'}, "
-            f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}"
+            f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}, "
+            f"source NAT in {'one pass' if opts['one_pass'] else 'two passes'}"
             + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
         from pyfw.daemon.main import _new_host, _watch
         from pyfw.daemon.notify import notify
 
         notify("READY=1")
         overrides = {} if args.conntrack_max is None else {"net.netfilter.nf_conntrack_max": args.conntrack_max}
+        if accept_local is not None:
+            overrides["net.ipv4.conf.all.accept_local"] = accept_local  # the user's, not the daemon's
         watch = _watch(overrides)
         while not stopping:
             try:
@@ -625,6 +671,7 @@ def run(args: Any, ruleset: Ruleset, host: Any, log: Callable[..., None],
         v6 = rules.ipv6_dropped()
         rules.remove()
         counts = union_stats(pool.stop())
+        put_back()
         if v6 is not None:
             counts["ipv6-dropped"] = v6
         text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

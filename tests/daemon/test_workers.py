@@ -258,7 +258,15 @@ def lan_jobs(n: int) -> list[tuple[str, str, str, int]]:
             for i in range(n) for proto in ("tcp", "udp")]
 
 
-def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
+def accept_local(lab: Lab) -> int:
+    return int(sh("sysctl", "-n", "net.ipv4.conf.all.accept_local", ns=lab.gw).stdout)
+
+
+@pytest.mark.parametrize("passes", ["one", "two"])
+def test_workers_share_the_connections(lab: Lab, tmp_path: Path, passes: str) -> None:
+    """`passes`: source NAT in one pass through the queue (accept_local set
+    while the daemon runs), or in two (--nat-two-pass: the rewrite waits for
+    mangle POSTROUTING, the packet steered back to its worker by its mark)."""
     lab.server(lab.wan, "wan", WAN)
     lab.server(lab.lan, "lan", ["10.73.1.2"])
     for table in ("raw", "mangle"):
@@ -267,12 +275,15 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
     rules_file = tmp_path / "rules"
     rules_file.write_text(ruleset(lab))
     sock = str(tmp_path / "pyfw.sock")
-    d = start_daemon(lab, rules_file, sock)
+    d = start_daemon(lab, rules_file, sock, *(["--nat-two-pass"] if passes == "two" else []))
     try:
         assert set(queued(lab)) == {QUEUE + k for k in range(WORKERS)}
+        assert accept_local(lab) == (1 if passes == "one" else 0)
         # lan -> wan through MASQUERADE: every server sees the gateway's address
         r = clients(lab, lab.lan, lan_jobs(24))
         assert r["errors"] == [] and r["ok"] == ["wan 203.0.113.1"] * 48, r
+        # each packet out queued once, or again at POSTROUTING (TCP's three, UDP's one, at least)
+        assert kernel_requeued(lab) == 0 if passes == "one" else kernel_requeued(lab) >= 24 * 4, kernel_requeued(lab)
         # the port forward from many wan addresses: the lan server sees each client
         fwd = [("tcp", a, "203.0.113.1", 8080) for a in WAN for _ in range(2)]
         r = clients(lab, lab.wan, fwd)
@@ -368,6 +379,7 @@ def test_workers_share_the_connections(lab: Lab, tmp_path: Path) -> None:
     assert save_gw(lab) == before
     assert queued(lab) == {}  # every worker unbound its queue
     assert not os.path.exists(sock)
+    assert accept_local(lab) == 0
 
 
 def test_conntrack_is_the_union(lab: Lab, tmp_path: Path) -> None:
