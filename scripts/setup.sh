@@ -2,8 +2,7 @@
 # Set up pyfw in ./.venv (idempotent, non-interactive).
 #   (no option)  pyfw itself
 #   --demo       also what scripts/demo.sh runs: iptables, iproute2, curl,
-#                ping, netcat and the NFQUEUE binding (compiled here against
-#                libnetfilter-queue)
+#                ping, netcat, procps and pyroute2
 #   --test       also what the test suite needs: the above, conntrack,
 #                tcpdump, ethtool and the dev extras
 # A stamp in .venv remembers what was installed for which pyproject.toml, so
@@ -24,7 +23,7 @@ apt_pkgs=()
 if ! command -v python3 >/dev/null 2>&1; then apt_pkgs+=(python3); fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_pkgs+=(python3-venv python3-pip); fi
 if [ "$mode" != base ] || [ "${PYFW_SETUP_APT:-0}" = 1 ]; then
-  cmds="iptables-legacy:iptables ip:iproute2 ss:iproute2 curl:curl ping:iputils-ping nc:netcat-openbsd gcc:gcc"
+  cmds="iptables-legacy:iptables ip:iproute2 ss:iproute2 curl:curl ping:iputils-ping nc:netcat-openbsd sysctl:procps gcc:gcc"
   [ "$mode" = test ] && cmds="$cmds conntrack:conntrack tcpdump:tcpdump ethtool:ethtool"
   for cmd_pkg in $cmds; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
@@ -55,13 +54,11 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --upgrade pip >/dev/null 2>&1 || true
 case $mode in
   test)
-    "${pip[@]}" -e '.[dev]'
-    # the NFQUEUE binding compiles against libnetfilter-queue; its tests skip without it
-    if ! "${pip[@]}" -e '.[nfqueue]'; then
-      echo "setup: the nfqueue extra did not install; the daemon tests will skip" >&2
-      exit 0
-    fi ;;
-  demo) "${pip[@]}" -e '.[nfqueue]' ;;
+    "${pip[@]}" -e '.[dev,live]'
+    # the optional C binding (an alternative queue reader, compiled against
+    # libnetfilter-queue): the daemon and its tests do not need it
+    "${pip[@]}" -e '.[nfqueue]' || echo "setup: the optional NetfilterQueue binding did not build" >&2 ;;
+  demo) "${pip[@]}" -e '.[live]' ;;
   base) "${pip[@]}" -e . ;;
 esac
 echo "$want" > "$stamp"

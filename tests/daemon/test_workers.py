@@ -38,10 +38,7 @@ if os.geteuid() != 0:
     pytest.skip("needs root (network namespaces, iptables, NFQUEUE)", allow_module_level=True)
 if shutil.which("iptables-legacy") is None or shutil.which("iptables-legacy-save") is None:
     pytest.skip("iptables-legacy not installed", allow_module_level=True)
-try:
-    import netfilterqueue  # noqa: F401
-except ImportError:
-    pytest.skip("the NetfilterQueue binding is not installed (extra 'nfqueue')", allow_module_level=True)
+# (the daemon reads the queue itself: pyfw.daemon.nfqnl; no C binding needed)
 
 # TCP: sends NAME PEER and then 6000 bytes; UDP on each address (replies come from it)
 SERVER = r"""
