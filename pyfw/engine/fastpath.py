@@ -51,6 +51,7 @@ from pyfw.engine.conntrack import tcp as ct_tcp
 from pyfw.engine.conntrack import udp as ct_udp
 from pyfw.engine.conntrack.conn import Conn, Tuple
 from pyfw.engine.conntrack.table import CT_ACCEPT, CT_REPEAT, IPS_NAT_CLASH
+from pyfw.engine.conntrack.tcp import tcp_ack_fast
 from pyfw.engine.engine import Emitted, Result
 from pyfw.engine.packet import Packet
 from pyfw.engine.tables import A_GOTO, A_JUMP, A_NONE, A_RETURN, A_VERDICT, CompiledChain, CompiledTable, TraceStep
@@ -64,12 +65,17 @@ _TTL_CK = struct.Struct("!BBH")     # TTL, protocol, header checksum (IP bytes 8
 _CK = struct.Struct("!H")
 _TCP_SEQ = struct.Struct("!II2xH")  # seq, ack, (offset, flags), window at IP byte 24
 _ADDRS_PORTS = struct.Struct("!IIHH")
+# the lane's fields from frame byte 12 on: ethertype, version/IHL, total
+# length, flags/fragment offset, TTL, protocol, header checksum, TCP
+# sequence and acknowledgement numbers, window, TCP checksum
+_LANE = struct.Struct("!HBxH2xHBBH12xII2xHH")
+_TS_ONLY = b"\x01\x01\x08\x0a"  # NOP NOP timestamp: options with no SACK block
 _TUPLE_NEW = tuple.__new__
 _WHOLE = frozenset((b"\x00\x00", b"\x40\x00"))  # flags and offset of an unfragmented datagram
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
-TH_SYN, TH_RST = 0x02, 0x04
+TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
 
 # Entries per interface before the table is swept of dead connections'
 # entries (otherwise dropped only when a lookup meets them).
@@ -153,6 +159,7 @@ class Entry:
     __slots__ = (
         "conn", "direction", "ctinfo", "handler", "status", "tcp_state", "mark", "pkt",
         "counters", "verdict", "out", "head", "mtu", "min_len", "rewrite", "newap", "d_ip", "d_l4", "udp",
+        "lane", "hlen", "pseudo", "delta",
     )
 
     def __init__(self) -> None:
@@ -175,6 +182,11 @@ class Entry:
         self.d_ip = 0                # header checksum delta (TTL and NAT)
         self.d_l4 = 0                # TCP/UDP checksum delta (NAT)
         self.udp = False
+        # the TCP lane (an ESTABLISHED connection's plain ACKs: tcp_ack_fast)
+        self.lane = False
+        self.hlen = 40               # IP and TCP header length (the key fixes the data offset)
+        self.pseudo = 0              # the pseudo-header's words but the length, less the IP header's 20
+        self.delta = 0               # TTL and NAT rewrite of IP bytes 0-37, as an integer to add (checksums aside)
 
 
 class _Backoff:
@@ -212,6 +224,47 @@ class FastPath:
         """Engine.receive for one frame: from its entry if it has one, else
         the slow path (learning an entry when the walk allows)."""
         e = self.engine
+        if len(frame) >= 54 and frame[23] == IPPROTO_TCP:
+            # the TCP lane: the commonest packet of all, an ACK of an
+            # established connection, with every test of the general
+            # replay below (and the tracker's) in as few steps as can be;
+            # anything else falls through to the general replay
+            flows = self.flows.get(iface)
+            ent = flows.get(frame[26:38] + frame[46:48]) if flows is not None else None
+            if ent is not None and ent.lane and e.ct.table is self._ct_table:
+                eth, vihl, tot_len, frag, ttl, _proto, ck, seq, ack, win, l4 = _LANE.unpack_from(frame, 12)
+                if (eth == 0x0800 and vihl == 0x45 and not frame[0] & 1 and (not frag or frag == 0x4000) and ttl > 1
+                        and ent.hlen <= tot_len <= ent.mtu and len(frame) - 14 >= tot_len):
+                    ip = frame[14:14 + tot_len]
+                    v = int.from_bytes(ip, "big")
+                    conn = ent.conn
+                    ctk = e.ct
+                    cfg = ctk.cfg
+                    # the header checksum (ip_rcv), then conntrack's of the segment
+                    if (not (v >> ((tot_len - 20) << 3)) % _M and conn.status == ent.status and conn.mark == ent.mark
+                            and conn.timeout_at > now
+                            and (not cfg.checksum
+                                 or not ((v << 8 if tot_len & 1 else v) + ent.pseudo + tot_len) % _M)):
+                        hlen = ent.hlen
+                        ctk.now = now
+                        if tcp_ack_fast(cfg, conn, conn.proto_state, ent.direction, seq, ack, win,
+                                        (seq + tot_len - hlen) & 0xFFFFFFFF, tot_len, now,
+                                        hlen == 40 or (hlen == 52 and frame[54:58] == _TS_ONLY)):
+                            self.hits += 1
+                            for c in ent.counters:
+                                c.packets += 1
+                                c.bytes += tot_len
+                            e.rejected_last = False
+                            if ent.verdict != "ACCEPT":
+                                return Result(ent.verdict, "forward")
+                            # the rewrite as one addition: the TTL, NAT's addresses and ports
+                            # (ent.delta), the two checksums as the general replay sets them
+                            d = ent.delta + ((((ck + ent.d_ip) % _M) - ck) << 208)
+                            if ent.rewrite:
+                                d += ((l4 + ent.d_l4) % _M) - l4
+                            out = ent.head + (v + (d << ((tot_len - 38) << 3))).to_bytes(tot_len, "big")
+                            return Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)],  # type: ignore[arg-type]
+                                          [])
         # the key first (IPv4 without options, unicast, TCP or UDP); the
         # rest of the shape is checked on a hit, and by _key before learning
         if len(frame) < 42 or frame[12:15] != b"\x08\x00\x45" or frame[0] & 1:
@@ -361,6 +414,12 @@ class FastPath:
                 return None
             ent.handler = ct_tcp.tcp_packet
             ent.tcp_state = conn.proto_state.state
+            doff = (frame[46] >> 4) * 4
+            ent.lane = (frame[47] & (TH_SYN | TH_FIN | TH_RST | TH_ACK) == TH_ACK and doff >= 20
+                        and ent.tcp_state == ct_tcp.TCP_CONNTRACK_ESTABLISHED)
+            ent.hlen = 20 + doff
+            src, dst = _ADDRS_PORTS.unpack_from(frame, 26)[:2]
+            ent.pseudo = (src >> 16) + (src & _M) + (dst >> 16) + (dst & _M) + IPPROTO_TCP - 20
         elif proto == IPPROTO_UDP:
             if tot_len < 28:
                 return None
@@ -544,6 +603,9 @@ def _rewrite(ent: Entry, ip: bytes, got: bytes, proto: int) -> bool:
     if ((ip[10] << 8 | ip[11]) + d_ip) % _M != (got[10] << 8 | got[11]):
         return False
     ent.d_ip = d_ip
+    # the TTL (IP byte 8) one down, the addresses and ports (bytes 12-23) as
+    # NAT set them, placed in the integer of bytes 0-37
+    ent.delta = ((int.from_bytes(new_ap, "big") - int.from_bytes(old_ap, "big")) << 112) - (1 << 232)
     in_l4 = ip[csum_at] << 8 | ip[csum_at + 1]
     out_l4 = got[csum_at] << 8 | got[csum_at + 1]
     if old_ap == new_ap:

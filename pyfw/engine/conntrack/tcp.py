@@ -35,6 +35,7 @@ from pyfw.engine.conntrack.timeouts import (
 if TYPE_CHECKING:
     from pyfw.engine.conntrack import Conntrack
     from pyfw.engine.conntrack.conn import Conn
+    from pyfw.engine.conntrack.timeouts import CtConfig
     from pyfw.engine.packet import Packet
 
 STATE_NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
@@ -96,6 +97,10 @@ _VALID = {TH_SYN, TH_SYN | TH_URG, TH_SYN | TH_ACK, TH_RST, TH_RST | TH_ACK, TH_
 TCP_VALID_FLAGS: tuple[bool, ...] = tuple(i in _VALID for i in range(0x40))
 
 MAXACKWINCONST = 66000
+# tcp_ack_fast's connections: confirmed, answered and assured (so the
+# segment changes no status bit)
+_LANE_STATUS = IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED
+_LANE_WANT = _LANE_STATUS
 TCP_MAX_WSCALE = 14
 _M = 0xFFFFFFFF
 
@@ -353,6 +358,91 @@ def tcp_in_window(ctk: Conntrack, st: TcpState, direction: int, index: int, pkt:
             st.last_win = win_raw
             st.retrans = 0
     return NFCT_TCP_ACCEPT
+
+
+def tcp_ack_fast(cfg: CtConfig, conn: Conn, st: TcpState, direction: int, seq: int, ack: int, win_raw: int,
+                 end: int, tot_len: int, now: float, sackless: bool) -> bool:
+    """The overwhelmingly common segment, in a few comparisons: an in-window
+    ACK (no SYN, FIN or RST) of an ESTABLISHED, ASSURED connection that has
+    seen its reply.  Does exactly what tcp_packet (tcp_in_window, the
+    timeout, the accounting) does with such a segment and returns True
+    (tcp_packet's CT_ACCEPT, status and state unchanged); returns False,
+    having changed nothing, for anything else (tcp_packet then decides).
+
+    The caller has checked what tcp_packet checks before the state machine
+    (the header length, the checksum, the flags) and gives `end`
+    (seq + payload length) and `sackless`: the segment carries no SACK
+    block (no options, or only the timestamp), so sack == ack."""
+    if st.state != TCP_CONNTRACK_ESTABLISHED or conn.status & _LANE_STATUS != _LANE_WANT:
+        return False
+    sender = st.seen[direction]
+    receiver = st.seen[1 - direction]
+    if not sackless and receiver.flags & IP_CT_TCP_FLAG_SACK_PERM:
+        return False
+    s_maxwin = sender.td_maxwin
+    if not s_maxwin:
+        return False  # (picked up mid-stream: tcp_in_window takes the packet's word)
+    r_end = receiver.td_end
+    r_maxwin = receiver.td_maxwin
+    s_end = sender.td_end
+    s_maxend = sender.td_maxend
+    # tcp_in_window's four bounds, each with before() written out
+    if (((seq - ((s_maxend + 1) & _M)) & _M) < 0x80000000               # seq over the upper bound
+            or ((ack - ((r_end + 1) & _M)) & _M) < 0x80000000           # ack over the upper bound
+            or (r_maxwin and ((((s_end - r_maxwin - 1) & _M) - end) & _M) < 0x80000000)  # seq under
+            or ((((r_end - (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST) - 1) & _M) - ack) & _M)
+            < 0x80000000):                                               # ack under the lower bound
+        return False
+    win = (win_raw << sender.td_scale) & _M
+    if s_maxwin < win:
+        sender.td_maxwin = win
+    s_flags = sender.flags
+    if ((s_end - end) & _M) >= 0x80000000:
+        sender.td_end = end
+        s_flags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+    if not s_flags & IP_CT_TCP_FLAG_MAXACK_SET:
+        sender.td_maxack = ack
+        s_flags |= IP_CT_TCP_FLAG_MAXACK_SET
+    elif ((sender.td_maxack - ack) & _M) >= 0x80000000:
+        sender.td_maxack = ack
+    sender.flags = s_flags
+    if r_maxwin and ((s_maxend - end) & _M) >= 0x80000000:
+        receiver.td_maxwin = (r_maxwin + end - s_maxend) & _M
+    edge = (ack + win) & _M
+    if ((((receiver.td_maxend - 1) & _M) - edge) & _M) >= 0x80000000:
+        receiver.td_maxend = edge if win else (edge + 1) & _M
+    r_flags = receiver.flags
+    if ack == r_end:
+        r_flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+        receiver.flags = r_flags
+    if (st.last_dir == direction and st.last_seq == seq and st.last_ack == ack
+            and st.last_end == end and st.last_win == win_raw):
+        st.retrans += 1
+    else:
+        st.last_dir = direction
+        st.last_seq = seq
+        st.last_ack = ack
+        st.last_end = end
+        st.last_win = win_raw
+        st.retrans = 0
+    # tcp_packet from "in window" on (the state stays ESTABLISHED)
+    st.last_index = TCP_ACK_SET
+    st.last_dir = direction
+    t = cfg.tcp_timeouts
+    timeout = t[TCP_CONNTRACK_ESTABLISHED]
+    if st.retrans >= cfg.tcp_max_retrans and timeout > t[TCP_CONNTRACK_RETRANS]:
+        timeout = t[TCP_CONNTRACK_RETRANS]
+    elif (s_flags | r_flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and timeout > t[TCP_CONNTRACK_UNACK]:
+        timeout = t[TCP_CONNTRACK_UNACK]
+    elif st.last_win == 0 and timeout > t[TCP_CONNTRACK_RETRANS]:
+        timeout = t[TCP_CONNTRACK_RETRANS]
+    if not conn.status & IPS_FIXED_TIMEOUT:
+        conn.timeout_at = timeout + now
+    acct = conn.acct
+    if acct is not None:
+        acct[2 * direction] += 1
+        acct[2 * direction + 1] += tot_len
+    return True
 
 
 def tcp_error(ctk: Conntrack, pkt: Packet, prerouting: bool) -> bool:
