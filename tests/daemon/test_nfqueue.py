@@ -230,7 +230,8 @@ def test_gateway(lab: Lab, tmp_path: Path) -> None:
                 pyfw(lab, sock, "-S", "FORWARD").stdout
         # the kernel's own conntrack stays out of the traffic pyfw handles
         if shutil.which("conntrack"):
-            assert sh("conntrack", "-C", ns=lab.gw, check=False).stdout.strip() in ("", "0")
+            r = sh("conntrack", "-C", ns=lab.gw, check=False)
+            assert (r.returncode, r.stdout.strip()) == (0, "0"), (r.returncode, r.stdout, r.stderr)
         # a restore through the socket changes the live ruleset at once
         r = pyfw(lab, sock, "--noflush", prog="pyfw-restore",
                  stdin=f"*filter\n-I FORWARD 1 -i {lab.gl} -p tcp --dport 80 -j REJECT --reject-with tcp-reset\nCOMMIT\n")
