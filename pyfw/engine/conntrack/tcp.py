@@ -373,7 +373,8 @@ def tcp_ack_fast(cfg: CtConfig, conn: Conn, st: TcpState, direction: int, seq: i
     (the header length, the checksum, the flags) and gives `end`
     (seq + payload length) and `sackless`: the segment carries no SACK
     block (no options, or only the timestamp), so sack == ack."""
-    if st.state != TCP_CONNTRACK_ESTABLISHED or conn.status & _LANE_STATUS != _LANE_WANT:
+    status = conn.status
+    if st.state != TCP_CONNTRACK_ESTABLISHED or status & _LANE_STATUS != _LANE_WANT:
         return False
     sender = st.seen[direction]
     receiver = st.seen[1 - direction]
@@ -386,57 +387,57 @@ def tcp_ack_fast(cfg: CtConfig, conn: Conn, st: TcpState, direction: int, seq: i
     r_maxwin = receiver.td_maxwin
     s_end = sender.td_end
     s_maxend = sender.td_maxend
-    # tcp_in_window's four bounds, each with before() written out
-    if (((seq - ((s_maxend + 1) & _M)) & _M) < 0x80000000               # seq over the upper bound
-            or ((ack - ((r_end + 1) & _M)) & _M) < 0x80000000           # ack over the upper bound
-            or (r_maxwin and ((((s_end - r_maxwin - 1) & _M) - end) & _M) < 0x80000000)  # seq under
-            or ((((r_end - (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST) - 1) & _M) - ack) & _M)
-            < 0x80000000):                                               # ack under the lower bound
+    # tcp_in_window's four bounds, before() written out ((a - b) mod 2**32
+    # from the top half: a before b)
+    if (((seq - s_maxend - 1) & 0xFFFFFFFF) < 0x80000000               # seq over the upper bound
+            or ((ack - r_end - 1) & 0xFFFFFFFF) < 0x80000000           # ack over the upper bound
+            or (r_maxwin and ((s_end - r_maxwin - 1 - end) & 0xFFFFFFFF) < 0x80000000)  # seq under
+            or ((r_end - (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST) - 1 - ack) & 0xFFFFFFFF)
+            < 0x80000000):                                              # ack under the lower bound
         return False
-    win = (win_raw << sender.td_scale) & _M
+    win = (win_raw << sender.td_scale) & 0xFFFFFFFF
     if s_maxwin < win:
         sender.td_maxwin = win
     s_flags = sender.flags
-    if ((s_end - end) & _M) >= 0x80000000:
+    if ((s_end - end) & 0xFFFFFFFF) >= 0x80000000:
         sender.td_end = end
         s_flags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
     if not s_flags & IP_CT_TCP_FLAG_MAXACK_SET:
         sender.td_maxack = ack
         s_flags |= IP_CT_TCP_FLAG_MAXACK_SET
-    elif ((sender.td_maxack - ack) & _M) >= 0x80000000:
+    elif ((sender.td_maxack - ack) & 0xFFFFFFFF) >= 0x80000000:
         sender.td_maxack = ack
     sender.flags = s_flags
-    if r_maxwin and ((s_maxend - end) & _M) >= 0x80000000:
-        receiver.td_maxwin = (r_maxwin + end - s_maxend) & _M
-    edge = (ack + win) & _M
-    if ((((receiver.td_maxend - 1) & _M) - edge) & _M) >= 0x80000000:
-        receiver.td_maxend = edge if win else (edge + 1) & _M
+    if r_maxwin and ((s_maxend - end) & 0xFFFFFFFF) >= 0x80000000:
+        receiver.td_maxwin = (r_maxwin + end - s_maxend) & 0xFFFFFFFF
+    edge = (ack + win) & 0xFFFFFFFF
+    if ((receiver.td_maxend - 1 - edge) & 0xFFFFFFFF) >= 0x80000000:
+        receiver.td_maxend = edge if win else (edge + 1) & 0xFFFFFFFF
     r_flags = receiver.flags
     if ack == r_end:
         r_flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
         receiver.flags = r_flags
     if (st.last_dir == direction and st.last_seq == seq and st.last_ack == ack
             and st.last_end == end and st.last_win == win_raw):
-        st.retrans += 1
+        retrans = st.retrans = st.retrans + 1
     else:
-        st.last_dir = direction
         st.last_seq = seq
         st.last_ack = ack
         st.last_end = end
         st.last_win = win_raw
-        st.retrans = 0
-    # tcp_packet from "in window" on (the state stays ESTABLISHED)
+        retrans = st.retrans = 0
+    # tcp_packet from "in window" on (the state stays ESTABLISHED); last_win is win_raw now
     st.last_index = TCP_ACK_SET
     st.last_dir = direction
     t = cfg.tcp_timeouts
     timeout = t[TCP_CONNTRACK_ESTABLISHED]
-    if st.retrans >= cfg.tcp_max_retrans and timeout > t[TCP_CONNTRACK_RETRANS]:
+    if retrans >= cfg.tcp_max_retrans and timeout > t[TCP_CONNTRACK_RETRANS]:
         timeout = t[TCP_CONNTRACK_RETRANS]
     elif (s_flags | r_flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and timeout > t[TCP_CONNTRACK_UNACK]:
         timeout = t[TCP_CONNTRACK_UNACK]
-    elif st.last_win == 0 and timeout > t[TCP_CONNTRACK_RETRANS]:
+    elif not win_raw and timeout > t[TCP_CONNTRACK_RETRANS]:
         timeout = t[TCP_CONNTRACK_RETRANS]
-    if not conn.status & IPS_FIXED_TIMEOUT:
+    if not status & IPS_FIXED_TIMEOUT:
         conn.timeout_at = timeout + now
     acct = conn.acct
     if acct is not None:
