@@ -123,10 +123,14 @@ class EngineEnv:
 class Engine:
     """One simulated host: its tables, connection table and NAT."""
 
-    def __init__(self, ruleset: Ruleset, host: Any, fastpath: bool | None = None) -> None:
+    def __init__(self, ruleset: Ruleset, host: Any, fastpath: bool | None = None,
+                 newflow: bool | None = None) -> None:
         """`fastpath`: replay established flows from a cache of their walks
         (pyfw.engine.fastpath); None: on unless PYFW_FASTPATH=0 or a
-        subclass overrides a step the fast path replays."""
+        subclass overrides a step the fast path replays.  `newflow`: the
+        common forwarded packet in one straight line (pyfw.engine.newflow);
+        None: on unless PYFW_NEWFLOW=0 or a subclass overrides a step it
+        stands in for."""
         self.host = host
         self.ruleset = ruleset
         self.now = 0.0
@@ -149,7 +153,13 @@ class Engine:
         self.rejected_last = False
         self.fastpath: Any = None
         self._ct_step: Callable[[Packet], int] | None = None
+        self.newflow: Any = None
         self.load(ruleset)
+        from pyfw.engine import newflow as nf
+
+        if newflow or (newflow is None and nf.enabled_by_default() and nf.replaces(type(self))):
+            self.newflow = nf.NewFlow(self)
+            self.newflow.prepare()
         from pyfw.engine import fastpath as fp
 
         if fastpath or (fastpath is None and fp.enabled_by_default() and fp.replays(type(self))):
@@ -193,6 +203,8 @@ class Engine:
         self._l2_heads: dict[tuple[str, int, int], bytes] = {}
         if self.fastpath is not None:
             self.fastpath.clear()  # its entries are walks of the old tables
+        if self.newflow is not None:
+            self.newflow.prepare()
 
     def _nat_walk(self, hook: str) -> Callable[[Packet], int]:
         return lambda p: self._table("nat", hook, p, None)
@@ -281,6 +293,10 @@ class Engine:
                 return self._receive(frame, iface, now, trace)
             finally:
                 self._ct_step = None
+        elif not trace and self.newflow is not None and self._ct_step is None:
+            got = self.newflow.receive(frame, iface, now)
+            if got is not None:
+                return got  # type: ignore[no-any-return]
         if len(frame) < 14:
             self._count("malformed:short-ethernet")
             return Result(None, "malformed", reason="short-ethernet")
