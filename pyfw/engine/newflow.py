@@ -19,10 +19,11 @@ PYFW_NEWFLOW=0 turns it off (A/B runs, tests).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyfw.engine.api import (
     IP_CT_NEW,
+    IP_CT_NONE,
     IPS_DST_NAT,
     IPS_DST_NAT_DONE,
     IPS_SRC_NAT,
@@ -33,14 +34,15 @@ from pyfw.engine.api import (
     NF_VERDICT_FLAG_QUEUE_BYPASS,
     NF_VERDICT_MASK,
 )
+from pyfw.engine.conntrack import _HANDLERS as CT_HANDLERS
+from pyfw.engine.conntrack.conn import Tuple, new_tuple
+from pyfw.engine.conntrack.table import CT_REPEAT, ZONE_DIR_BOTH
+from pyfw.engine.engine import Emitted, Engine, Result
 from pyfw.engine.host import RTN_UNICAST
 from pyfw.engine.nat.manip import MANIP_DST, MANIP_SRC
 from pyfw.engine.packet import Packet
 from pyfw.engine.tables import CompiledTable, do_table
 from pyfw.wire.ipv4 import decrease_ttl
-
-if TYPE_CHECKING:
-    from pyfw.engine.engine import Engine, Result
 
 _M = 0xFFFF
 _QUEUE_BYPASS = NF_VERDICT_FLAG_QUEUE_BYPASS
@@ -55,8 +57,6 @@ REPLACED = ("_receive", "_prerouting", "_prerouting_hooks", "_route_input", "_in
 
 def replaces(cls: type) -> bool:
     """Whether an engine of class `cls` may take this path."""
-    from pyfw.engine.engine import Engine
-
     return all(getattr(cls, name) is getattr(Engine, name) for name in REPLACED)
 
 
@@ -124,21 +124,55 @@ class NewFlow:
         v = int.from_bytes(frame[14:34], "big")
         if not v or v % _M:
             return None  # a bad header checksum: ip_rcv drops it (the general path counts it)
-        from pyfw.engine.engine import Result
-
         e = self.engine
         pkt = Packet(bytearray(frame[14:14 + tot_len]), indev=iface, time=now, eth=bytes(frame[:14]))
         res = Result(None, "prerouting")
         # PREROUTING: conntrack (no raw or mangle table here)
         pkt.hook = "PREROUTING"
-        verdict: int | None = e.ct.in_hook(pkt)
+        verdict: int | None = self._conntrack(pkt)
         if verdict == NF_ACCEPT:
             verdict = self._rest(pkt, res)
+            if verdict == NF_ACCEPT:
+                e.rejected_last = e.rejected  # (Engine._verdict_name of an ACCEPT)
+                res.verdict = "ACCEPT"
+                if e.pending_local:
+                    e._flush_local(res, False)
+                return res
         if verdict is not None:
             res.verdict = e._verdict_name(verdict)
         if e.pending_local:
             e._flush_local(res, False)
         return res
+
+    def _conntrack(self, pkt: Packet) -> int:
+        """Conntrack.in_hook at PREROUTING for a fresh packet of this shape
+        (not NOTRACKed, no template, zone 0, TCP or UDP with its ports, not
+        a fragment): a tuple nobody has makes its connection here, with the
+        tracker's own steps; anything else is in_hook's."""
+        ctk = self.engine.ct
+        now = pkt.time
+        d = pkt.data
+        ihl = pkt.ihl
+        proto = pkt.proto
+        t = new_tuple(Tuple, (pkt.src, pkt.dst, proto, d[ihl] << 8 | d[ihl + 1], d[ihl + 2] << 8 | d[ihl + 3]))
+        if ctk.table.find(t, 0, ZONE_DIR_BOTH, now) is not None:
+            return ctk.in_hook(pkt)  # (it finds the same entry again)
+        ctk.now = now
+        pkt.ctinfo = IP_CT_NONE
+        pkt.ctdir = 0
+        made = ctk._init_conntrack(t, pkt, 0, ZONE_DIR_BOTH, now)
+        if isinstance(made, int):
+            st = ctk.stat
+            if made == NF_DROP:  # table full
+                st.drop += 1
+                return NF_DROP
+            st.invalid += 1
+            return NF_ACCEPT
+        ret = CT_HANDLERS[proto](ctk, made, pkt, IP_CT_NEW, 0, True)
+        if ret == CT_REPEAT:
+            return ctk.in_hook(pkt)  # (its loop starts over just so)
+        # (no UPDATE event is due: the entry is not in the table yet)
+        return ctk.tracked(pkt, made, IP_CT_NEW, 0, ret, None)
 
     def _rest(self, pkt: Packet, res: Result) -> int | None:
         e = self.engine
@@ -168,38 +202,47 @@ class NewFlow:
                     return v
             if ct.status & IPS_DST_NAT and not natk.packet(pkt, ct, IP_CT_NEW, MANIP_DST):
                 return NF_DROP
-        # the routing decision
-        rr = e._input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
-        if rr.error or rr.type != RTN_UNICAST or rr.redirect or pkt.ttl <= 1 or pkt.extra is not None:
+        # the routing decision (Engine._input_route's cache, then the host's)
+        key = (pkt.src, pkt.dst, pkt.indev, pkt.proto)
+        rr = e._input_routes.get(key)
+        if rr is None:
+            rr = e._input_route(*key)
+        if rr.error or rr.type != RTN_UNICAST or rr.redirect or pkt.extra is not None:
             return e._route_input(pkt, res, None)
         dev = rr.dev
         mtu = e.host.mtu(dev)
-        if pkt.tot_len > mtu:
-            res.path = "forward"
-            return e._forward(pkt, rr, res, None)
-        # ip_forward: the TTL, then FORWARD (filter only here)
         res.path = "forward"
+        if pkt.tot_len > mtu:
+            return e._forward(pkt, rr, res, None)
+        # ip_forward: the TTL (more than 1: the frame's, DNAT keeps it), then FORWARD (filter only here)
         pkt.ttl = decrease_ttl(pkt.data)
         pkt.outdev = dev
         t = self.filter_fwd
         if t is not None:
-            v = _walk(t, "FORWARD", pkt)
+            pkt.hook = "FORWARD"
+            v = do_table(t, "FORWARD", pkt, None)
             if v != NF_ACCEPT:
-                return v
+                if v & NF_VERDICT_MASK != NF_QUEUE or not v & _QUEUE_BYPASS:
+                    return v
         if pkt.extra is not None:
             e._forward_options(pkt, rr)
         # POSTROUTING: nat (SNAT), confirm
         if nat is not None:
             if pkt.ct is ct and pkt.ctinfo == IP_CT_NEW and not ct.status & IPS_SRC_NAT_DONE:
-                v = _walk(nat, "POSTROUTING", pkt)
-                if v != NF_ACCEPT:
+                pkt.hook = "POSTROUTING"
+                v = do_table(nat, "POSTROUTING", pkt, None)
+                if v != NF_ACCEPT and (v & NF_VERDICT_MASK != NF_QUEUE or not v & _QUEUE_BYPASS):
                     return v
                 if not ct.status & IPS_SRC_NAT_DONE:
                     v = natk.alloc_null_binding(ct, MANIP_SRC)
                     if v != NF_ACCEPT:
                         return v
-                if ct.status & IPS_SRC_NAT and not natk.packet(pkt, ct, IP_CT_NEW, MANIP_SRC):
-                    return NF_DROP
+                if ct.status & IPS_SRC_NAT:
+                    # nf_nat_packet: look like the inverse of the reply (TCP/UDP here)
+                    r = ct.reply
+                    if not natk.manip_pkt(pkt, new_tuple(Tuple, (r.dst, r.src, r.proto, r.dport, r.sport)),
+                                          MANIP_SRC):
+                        return NF_DROP
             else:
                 v = natk.hook(pkt, "POSTROUTING", e._nat_chain("POSTROUTING", None))
                 if v != NF_ACCEPT:
@@ -208,8 +251,6 @@ class NewFlow:
             return NF_DROP
         res.out = dev
         if pkt.extra is None and pkt.tot_len <= mtu:
-            from pyfw.engine.engine import Emitted
-
             res.emitted.append(Emitted(dev, e._l2_head(dev, rr.next_hop, pkt.dst) + pkt.data))
         else:
             e._transmit(pkt, rr, res)
