@@ -16,6 +16,14 @@ handler says anything other than "accepted, nothing changed" (out of
 window, a state change, ASSURED, a kill), the packet continues on the slow
 path from that conntrack outcome, exactly as `in_hook` would have left it.
 
+The TCP lane (the top of `FastPath.receive`) takes the commonest packet of
+all, an in-window ACK without SYN/FIN/RST of an ESTABLISHED, ASSURED
+connection, through `tcp_ack_fast` (the tracker's own lane for that case,
+tested against tcp_packet) with the header read in one unpack, both
+checksums checked on one integer of the datagram and the output frame made
+by one addition to it; whatever the lane is unsure of, it leaves untouched
+to the general replay below it.
+
 An entry is learnt only from a slow-path walk in which every rule tested,
 matched or not, depends on nothing but the key and the connection (see
 `PURE_MATCHES`), ended in a standard verdict, logged and emitted nothing
