@@ -129,8 +129,10 @@ def counter(lab: Lab, d: Daemon, rule: str) -> int:
     return int(m.group(1))
 
 
-def test_restore_and_reload_keep_open_streams(lab: Lab, tmp_path: Path) -> None:
-    d = Daemon(lab, tmp_path)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_restore_and_reload_keep_open_streams(lab: Lab, tmp_path: Path, workers: int) -> None:
+    """With workers, every worker's share of the connections survives the swap."""
+    d = Daemon(lab, tmp_path, *(["--workers", str(workers), "--outside", lab.gwn] if workers > 1 else []))
     streams: list[Stream] = []
     try:
         first = Stream(lab)
