@@ -291,7 +291,7 @@ def test_arp_storm_and_syn_flood_keep_it_forwarding(lab: TapLab) -> None:
         started = time.monotonic()
         got = fetch(lab)
         assert got["bytes"] == SIZE and got["sha256"] == expected_sha()
-        assert curl(lab, lab.lan, "http://203.0.113.2/") == (0, "wan 203.0.113.1")
+        assert curl(lab, lab.lan, "http://203.0.113.2/", timeout=10) == (0, "wan 203.0.113.1")
         # the floods ran the whole time (each stops only when told to)
         assert [p.poll() for p in floods] == [None, None]
         time.sleep(max(0.0, started + 3.0 - time.monotonic()))
