@@ -42,6 +42,7 @@ from pyfw.engine.host import RTN_UNICAST
 from pyfw.engine.nat.manip import MANIP_DST, MANIP_SRC
 from pyfw.engine.packet import Packet
 from pyfw.engine.tables import CompiledTable, do_table
+from pyfw.ruleset.model import Counters
 from pyfw.wire.ipv4 import decrease_ttl
 
 _M = 0xFFFF
@@ -82,14 +83,39 @@ class NewFlow:
         self.filter_fwd: CompiledTable | None = None
         self.nat: CompiledTable | None = None
         self.pre_counters: Any = None   # nat PREROUTING: only its ACCEPT policy (its counters)
+        # empty raw/mangle/security chains with an ACCEPT policy on the way
+        # (a restore of a whole iptables-save has them): their policy counters
+        self.raw_pre: Counters | None = None
+        self.mangle_pre: Counters | None = None
+        self.mangle_fwd: Counters | None = None
+        self.security_fwd: Counters | None = None
+        self.mangle_post: Counters | None = None
         self.taken = 0                  # packets that took this path to the end
 
     def prepare(self) -> None:
         """What the ruleset lets this path skip (called at every load)."""
         e = self.engine
         hooked = e._hooked
-        self.ready = e.tracking and not any(
-            (t, h) in hooked for t in ("raw", "mangle", "security") for h in ("PREROUTING", "FORWARD", "POSTROUTING"))
+        self.ready = e.tracking
+        empty: dict[tuple[str, str], Counters | None] = {}
+        for t in ("raw", "mangle", "security"):
+            for h in ("PREROUTING", "FORWARD", "POSTROUTING"):
+                table = hooked.get((t, h))
+                if table is None:
+                    empty[(t, h)] = None
+                    continue
+                chain = table.chains[h]
+                if chain.rules or chain.policy != NF_ACCEPT or chain.counters is None:
+                    self.ready = False
+                empty[(t, h)] = chain.counters
+        if empty[("raw", "FORWARD")] or empty[("raw", "POSTROUTING")] or empty[("security", "PREROUTING")] \
+                or empty[("security", "POSTROUTING")]:
+            self.ready = False  # (not a built-in chain of that table)
+        self.raw_pre = empty[("raw", "PREROUTING")]
+        self.mangle_pre = empty[("mangle", "PREROUTING")]
+        self.mangle_fwd = empty[("mangle", "FORWARD")]
+        self.security_fwd = empty[("security", "FORWARD")]
+        self.mangle_post = empty[("mangle", "POSTROUTING")]
         self.filter_fwd = hooked.get(("filter", "FORWARD"))
         self.nat = None
         self.pre_counters = None
@@ -127,7 +153,11 @@ class NewFlow:
         e = self.engine
         pkt = Packet(bytearray(frame[14:14 + tot_len]), indev=iface, time=now, eth=bytes(frame[:14]))
         res = Result(None, "prerouting")
-        # PREROUTING: conntrack (no raw or mangle table here)
+        # PREROUTING: raw (empty), conntrack
+        c = self.raw_pre
+        if c is not None:
+            c.packets += 1
+            c.bytes += tot_len
         pkt.hook = "PREROUTING"
         verdict: int | None = self._conntrack(pkt)
         if verdict == NF_ACCEPT:
@@ -178,6 +208,11 @@ class NewFlow:
         e = self.engine
         ct = pkt.ct
         nat = self.nat
+        c = self.mangle_pre  # PREROUTING: mangle (empty), then nat
+        if c is not None:
+            pkt.hook = "PREROUTING"
+            c.packets += 1
+            c.bytes += pkt.tot_len
         if ct is None or pkt.ctinfo != IP_CT_NEW or ct.status & (IPS_DST_NAT_DONE | IPS_SRC_NAT_DONE):
             # not a new connection: the general steps after conntrack
             if nat is not None:
@@ -217,6 +252,11 @@ class NewFlow:
         # ip_forward: the TTL (more than 1: the frame's, DNAT keeps it), then FORWARD (filter only here)
         pkt.ttl = decrease_ttl(pkt.data)
         pkt.outdev = dev
+        c = self.mangle_fwd
+        if c is not None:
+            pkt.hook = "FORWARD"
+            c.packets += 1
+            c.bytes += pkt.tot_len
         t = self.filter_fwd
         if t is not None:
             pkt.hook = "FORWARD"
@@ -224,9 +264,19 @@ class NewFlow:
             if v != NF_ACCEPT:
                 if v & NF_VERDICT_MASK != NF_QUEUE or not v & _QUEUE_BYPASS:
                     return v
+        c = self.security_fwd
+        if c is not None:
+            pkt.hook = "FORWARD"
+            c.packets += 1
+            c.bytes += pkt.tot_len
         if pkt.extra is not None:
             e._forward_options(pkt, rr)
-        # POSTROUTING: nat (SNAT), confirm
+        # POSTROUTING: mangle (empty), nat (SNAT), confirm
+        c = self.mangle_post
+        if c is not None:
+            pkt.hook = "POSTROUTING"
+            c.packets += 1
+            c.bytes += pkt.tot_len
         if nat is not None:
             if pkt.ct is ct and pkt.ctinfo == IP_CT_NEW and not ct.status & IPS_SRC_NAT_DONE:
                 pkt.hook = "POSTROUTING"

@@ -1,6 +1,7 @@
 """The straight-line new-flow path (pyfw.engine.newflow) changes nothing but
 speed: random rulesets (NAT of every kind, REJECT, LOG, ctstate, user
-chains, goto/RETURN, sometimes empty raw/mangle tables that switch it off)
+chains, goto/RETURN, empty raw/mangle/security tables, and a rule in one
+of those that switches it off)
 and random first packets -- with some answers, follow-ups and odd frames
 mixed in -- through an engine with it and one without give the same
 verdicts, emitted frames, counters, connection table, conntrack statistics,
@@ -114,11 +115,22 @@ def pick(rng: random.Random, pool: list[str], lo: int) -> list[str]:
 
 def ruleset_text(rng: random.Random) -> str:
     lines: list[str] = []
-    if rng.random() < 0.08:  # an empty raw or mangle table: the general path only
-        lines += ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", "COMMIT"]
-    if rng.random() < 0.08:
+    # empty raw/mangle/security tables (the path counts their policies), or
+    # one with a rule (the general path only)
+    if rng.random() < 0.3:
+        lines += ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+        if rng.random() < 0.2:
+            lines.append("-A PREROUTING -p udp -m udp --dport 9999 -j NOTRACK")
+        lines.append("COMMIT")
+    if rng.random() < 0.3:
         lines += ["*mangle", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
-                  ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]", "COMMIT"]
+                  ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
+        if rng.random() < 0.2:
+            lines.append(rng.choice(["-A FORWARD -p udp -m udp --dport 9 -j MARK --set-mark 0x9",
+                                     "-A POSTROUTING -o eth1", "-A PREROUTING -j CONNMARK --restore-mark"]))
+        lines.append("COMMIT")
+    if rng.random() < 0.15:
+        lines += ["*security", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", "COMMIT"]
     if rng.random() < 0.9:
         lines += ["*nat", f":PREROUTING {rng.choice(['ACCEPT', 'ACCEPT', 'DROP'])} [0:0]", ":INPUT ACCEPT [0:0]",
                   ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
