@@ -200,7 +200,7 @@ class Engine:
         # Routing answers depend only on the host's configuration, which the
         # engine never changes: remember them (cleared with every load).
         self._input_routes: dict[tuple[int, int, str, int], Any] = {}
-        self._l2_heads: dict[tuple[str, int, int], bytes] = {}
+        self._l2_heads: dict[tuple[Any, ...], bytes] = {}  # (dev, next hop[, dst])
         if self.fastpath is not None:
             self.fastpath.clear()  # its entries are walks of the old tables
         if self.newflow is not None:

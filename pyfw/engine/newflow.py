@@ -38,7 +38,7 @@ from pyfw.engine.conntrack import _HANDLERS as CT_HANDLERS
 from pyfw.engine.conntrack.conn import Tuple, new_tuple
 from pyfw.engine.conntrack.table import CT_REPEAT, ZONE_DIR_BOTH
 from pyfw.engine.engine import Emitted, Engine, Result
-from pyfw.engine.host import RTN_UNICAST
+from pyfw.engine.host import RTN_UNICAST, Host
 from pyfw.engine.nat.manip import MANIP_DST, MANIP_SRC
 from pyfw.engine.packet import Packet
 from pyfw.engine.tables import CompiledTable, do_table
@@ -301,7 +301,13 @@ class NewFlow:
             return NF_DROP
         res.out = dev
         if pkt.extra is None and pkt.tot_len <= mtu:
-            res.emitted.append(Emitted(dev, e._l2_head(dev, rr.next_hop, pkt.dst) + pkt.data))
+            nh = rr.next_hop
+            # (a destination routed as unicast is neither a broadcast nor a
+            # multicast one: Engine._l2_head keys its header by the next hop)
+            head = e._l2_heads.get((dev, nh)) if type(e.host) is Host else None
+            if head is None:
+                head = e._l2_head(dev, nh, pkt.dst)
+            res.emitted.append(Emitted(dev, head + pkt.data))
         else:
             e._transmit(pkt, rr, res)
         self.taken += 1
