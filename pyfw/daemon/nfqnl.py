@@ -35,11 +35,19 @@ NLM_F_ACK = 0x4
 NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_MARK = 1, 2, 3
 NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV = 5, 6
 NFQA_HWADDR, NFQA_PAYLOAD = 9, 10
+NFQA_SKB_INFO = 14
+# NFQA_SKB_INFO's flags (only with NFQA_CFG_F_GSO): the transport checksum is
+# not computed yet (CHECKSUM_PARTIAL: the field holds the pseudo-header sum),
+# a GSO super-packet, a checksum no one verified (the attribute is absent when
+# the kernel trusts the checksum: skb_csum_unnecessary)
+NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, NFQA_SKB_CSUM_NOTVERIFIED = 0x1, 0x2, 0x4
 # attributes and values of a config message
 NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN, NFQA_CFG_MASK, NFQA_CFG_FLAGS = 1, 2, 3, 4, 5
 NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
 NFQNL_COPY_PACKET = 2
 NFQA_CFG_F_FAIL_OPEN = 0x1
+NFQA_CFG_F_GSO = 0x4
+SKB_INFO_UNKNOWN = -1  # a queue without NFQA_CFG_F_GSO: the kernel says nothing of checksums
 NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -66,6 +74,9 @@ _MARK_ATTR = struct.Struct("=HHI")
 # from the message's offset 20 to 60, its payload's start; the attributes'
 # values (id, hw_protocol, ifindex) in network order, read as native and swapped
 _COMMON_HEAD = struct.Struct("=HHIHBxHHIHH4x8sHH")
+# ... and the same with NFQA_SKB_INFO before PAYLOAD (a packet whose checksum
+# the kernel did not verify, or has not computed): its value, then PAYLOAD's header
+_INFO_PAYLOAD = struct.Struct("=IHH")
 _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
@@ -90,18 +101,19 @@ def config_message(num: int, *, cmd: int | None = None, copy_range: int | None =
     return _NLMSG.pack(16 + len(body), NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
-# a packet message's fields: id, hook, hw_protocol, indev, outdev, mark, hwaddr, payload
-Fields = tuple[int, int, int, int, int, int, "bytes | None", bytes]
+# a packet message's fields: id, hook, hw_protocol, indev, outdev, mark, hwaddr, payload,
+# NFQA_SKB_INFO's flags (0 without the attribute; SKB_INFO_UNKNOWN on a queue without F_GSO)
+Fields = tuple[int, int, int, int, int, int, "bytes | None", bytes, int]
 
 
 class QueuedPacket:
     """One packet the kernel holds until our verdict (the binding's Packet API)."""
 
     __slots__ = ("_queue", "id", "hook", "hw_protocol", "indev", "outdev", "mark", "_hw", "_payload",
-                 "_new_payload", "_new_mark", "done")
+                 "_new_payload", "_new_mark", "done", "skb_info")
 
     def __init__(self, queue: NfQueue, pid: int, hook: int, hw_protocol: int, indev: int, outdev: int,
-                 mark: int, hw: bytes | None, payload: bytes) -> None:
+                 mark: int, hw: bytes | None, payload: bytes, skb_info: int = SKB_INFO_UNKNOWN) -> None:
         self._queue = queue
         self.id = pid
         self.hook = hook
@@ -114,6 +126,7 @@ class QueuedPacket:
         self._new_payload: bytes | None = None
         self._new_mark: int | None = None
         self.done = False
+        self.skb_info = skb_info
 
     def get_payload(self) -> bytes:
         return self._payload
@@ -159,6 +172,7 @@ class NfQueue:
     # is made: True when it gave the verdict itself (verdict/accept_plain)
     fast: Callable[[Fields], bool] | None = None
     requeue = False  # a QueuedPacket was accepted since the last flush: its packet may come back at once
+    gso = False  # NFQA_CFG_F_GSO is set: packets carry NFQA_SKB_INFO, super-packets come whole
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
@@ -208,8 +222,9 @@ class NfQueue:
 
     def bind(self, queue_num: int, user_callback: Callable[[QueuedPacket], Any], max_len: int = 1024,
              mode: int = NFQNL_COPY_PACKET, range: int = COPY_RANGE, sock_len: int = RCVBUF,  # noqa: A002
-             fail_open: bool = False) -> None:
-        """Take queue `queue_num` (EBUSY if another socket has it) and configure it."""
+             fail_open: bool = False, gso: bool = True) -> None:
+        """Take queue `queue_num` (EBUSY if another socket has it) and configure it.
+        With `gso`, the kernel tells each packet's checksum state (see set_gso)."""
         if self.num is not None:
             raise RuntimeError("a queue is already bound; unbind() first")
         self._request(config_message(queue_num, cmd=NFQNL_CFG_CMD_BIND, seq=self._next_seq()))
@@ -218,6 +233,8 @@ class NfQueue:
         self._res_id = socket.htons(queue_num)
         self._request(config_message(queue_num, copy_range=range, maxlen=max_len, seq=self._next_seq()))
         self.set_fail_open(fail_open)
+        if gso:
+            self.set_gso(True)
         if sock_len:
             self.set_rcvbuf(sock_len)
 
@@ -226,6 +243,20 @@ class NfQueue:
         assert self.num is not None
         self._request(config_message(self.num, flags=NFQA_CFG_F_FAIL_OPEN if on else 0,
                                      mask=NFQA_CFG_F_FAIL_OPEN, seq=self._next_seq()))
+
+    def set_gso(self, on: bool) -> None:
+        """NFQA_CFG_F_GSO: the kernel hands packets over as it holds them --
+        without computing a checksum left to the device (CHECKSUM_PARTIAL)
+        or cutting a GSO super-packet into segments -- and says in
+        NFQA_SKB_INFO which checksums it has not verified, so that the
+        engine checks only those (nf_conntrack_checksum skips the others)."""
+        assert self.num is not None
+        try:
+            self._request(config_message(self.num, flags=NFQA_CFG_F_GSO if on else 0, mask=NFQA_CFG_F_GSO,
+                                         seq=self._next_seq()))
+        except OSError:
+            on = False  # (a kernel without it: packets come checksummed, nothing said)
+        self.gso = on
 
     def set_rcvbuf(self, size: int) -> None:
         """A receive buffer of `size` bytes (past rmem_max as root), so a burst waits there."""
@@ -355,6 +386,7 @@ class NfQueue:
         hook = hw = indev = outdev = mark = 0
         hwaddr: bytes | None = None
         payload = b""
+        info = 0 if self.gso else SKB_INFO_UNKNOWN
         unpack_attr = _ATTR.unpack_from
         if off + 12 <= end and unpack_attr(buf, off) == (11, NFQA_PACKET_HDR):  # where the kernel puts it
             pid, hw, hook = _PKT_HDR.unpack_from(buf, off + 4)
@@ -376,12 +408,15 @@ class NfQueue:
                 mark = _BE32.unpack_from(buf, off + 4)[0]
             elif atype == NFQA_IFINDEX_OUTDEV:
                 outdev = _BE32.unpack_from(buf, off + 4)[0]
+            elif atype == NFQA_SKB_INFO:
+                if self.gso and alen >= 8:
+                    info = _BE32.unpack_from(buf, off + 4)[0]
             elif atype == NFQA_PACKET_HDR:
                 pid, hw, hook = _PKT_HDR.unpack_from(buf, off + 4)
             off += (alen + 3) & ~3
         if pid < 0:
             return None
-        return pid, hook, hw, indev, outdev, mark, hwaddr, payload
+        return pid, hook, hw, indev, outdev, mark, hwaddr, payload, info
 
     def run(self, block: bool = True) -> None:
         """Serve the waiting packets (a batch at a time, verdicts sent after each batch);
@@ -392,6 +427,8 @@ class NfQueue:
         fast = self.fast
         mv = self._mv
         unpack_common = _COMMON_HEAD.unpack_from
+        unpack_info = _INFO_PAYLOAD.unpack_from
+        no_info = 0 if self.gso else SKB_INFO_UNKNOWN
         ntohl = socket.ntohl
         ntohs = socket.ntohs
         callback = self.callback
@@ -435,10 +472,15 @@ class NfQueue:
                         if end - off >= 60:
                             h = unpack_common(buf, off + 20)
                             if h[0] == 11 and h[1] == NFQA_PACKET_HDR and h[5] == 8 and h[6] == NFQA_IFINDEX_INDEV \
-                                    and h[8] == 16 and h[9] == NFQA_HWADDR and h[12] & 0x3FFF == NFQA_PAYLOAD \
-                                    and 4 <= h[11] <= end - off - 56:
-                                f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
-                                     mv[off + 60:off + 56 + h[11]].tobytes())
+                                    and h[8] == 16 and h[9] == NFQA_HWADDR:
+                                if h[12] & 0x3FFF == NFQA_PAYLOAD and 4 <= h[11] <= end - off - 56:
+                                    f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
+                                         mv[off + 60:off + 56 + h[11]].tobytes(), no_info)
+                                elif h[11] == 8 and h[12] == NFQA_SKB_INFO and self.gso and end - off >= 68:
+                                    info, plen, ptype = unpack_info(buf, off + 60)
+                                    if ptype & 0x3FFF == NFQA_PAYLOAD and 4 <= plen <= end - off - 64:
+                                        f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
+                                             mv[off + 68:off + 64 + plen].tobytes(), ntohl(info))
                         if f is None:
                             f = fields(off, end)
                         if f is not None:

@@ -18,10 +18,20 @@ import struct
 import time
 from typing import Any
 
-from pyfw.daemon.nfqnl import NF_DROP, Fields, NfQueue, QueuedPacket
+from pyfw.daemon.nfqnl import (
+    NF_DROP,
+    NFQA_SKB_CSUM_NOTVERIFIED,
+    NFQA_SKB_CSUMNOTREADY,
+    NFQA_SKB_GSO,
+    SKB_INFO_UNKNOWN,
+    Fields,
+    NfQueue,
+    QueuedPacket,
+)
 from pyfw.daemon.steering import OWN_MARK, OWN_MASK, POST_MARK
-from pyfw.engine.engine import Engine, Result
+from pyfw.engine.engine import Emitted, Engine, Result
 from pyfw.engine.packet import Packet
+from pyfw.tap import vnet
 
 __all__ = ["OWN_MARK", "OWN_MASK", "POST_MARK", "Adapter", "LiveEngine"]
 
@@ -107,6 +117,11 @@ class LiveEngine(Engine):
         if not self._flushing:
             self.mark = pkt.mark
             self.out_pkt = pkt
+        if pkt.extra is not None and pkt.extra.get("gso"):
+            # a GSO super-packet leaves whole: the kernel cuts it into
+            # segments (and checks them against the MTU) after our verdict
+            res.emitted.append(Emitted(rr.dev, self._l2_head(rr.dev, rr.next_hop, pkt.dst) + pkt.data))
+            return
         super()._transmit(pkt, rr, res)
 
     def _flush_local(self, res: Result, trace: bool) -> None:
@@ -150,6 +165,46 @@ def _ttl_back(frame: bytes) -> bytes:
 
 
 _TTL_CK = struct.Struct("!BBH")
+_VOUCHED: dict[str, Any] = {"csum_unnecessary": True}
+# a super-packet's segment size is not in the queue's message: the engine's
+# MTU check (gso_netlen) sees IPv4's least MTU, the kernel's ip_forward
+# checks the real segments after our verdict
+_GSO: dict[str, Any] = {"csum_unnecessary": True, "gso": True, "gso_netlen": 68}
+
+
+def _receive_checked(eng: Engine, frame: bytes, iface: str, now: float, info: int) -> Result:
+    """eng.receive, taking the kernel's word (NFQA_SKB_INFO) on the packet's
+    transport checksum as nf_conntrack_checksum does: only a checksum the
+    kernel did not verify (or a queue that says nothing) is checked."""
+    if info < 0 or info & NFQA_SKB_CSUM_NOTVERIFIED:
+        return eng.receive(frame, iface, now)
+    if info & NFQA_SKB_GSO:
+        eng.stats["gso-packets"] = eng.stats.get("gso-packets", 0) + 1
+        return eng.receive_vouched(frame, iface, now, _GSO)
+    return eng.receive_vouched(frame, iface, now, _VOUCHED)
+
+
+def finish_checksum(ip: bytes, info: int) -> bytes:
+    """A rewritten packet whose transport checksum the kernel had left to
+    the device (NFQA_SKB_CSUMNOTREADY: the field holds the pseudo-header
+    sum, which NAT's incremental update does not keep).  The kernel takes
+    a new payload as CHECKSUM_NONE (nfqnl_mangle), so the field must hold
+    the whole checksum -- or, for a GSO super-packet, the pseudo-header sum
+    for the new addresses, which the segmentation completes per segment
+    (tcp4_gso_segment sets it up again for a packet not CHECKSUM_PARTIAL)."""
+    if info < 0 or not info & NFQA_SKB_CSUMNOTREADY or len(ip) < 20 or ip[6] & 0x3F or ip[7]:
+        return ip
+    proto = ip[9]
+    offset = 16 if proto == 6 else 6 if proto == 17 else -1
+    if offset < 0:
+        return ip
+    ihl = (ip[0] & 0x0F) * 4
+    buf = bytearray(ip)
+    if not vnet.set_pseudo_sum(buf, 0, ihl, offset):
+        return ip
+    if not info & NFQA_SKB_GSO:
+        vnet.complete_checksum(buf, ihl, offset)
+    return bytes(buf)
 
 
 class _CutPacket:
@@ -166,6 +221,7 @@ class _CutPacket:
         self.indev = qp.indev
         self.padded = data + bytes((data[2] << 8 | data[3]) - len(data))
         self.rewritten = False
+        self.skb_info = getattr(qp, "skb_info", SKB_INFO_UNKNOWN)
 
     def get_payload(self) -> bytes:
         return self.padded
@@ -318,7 +374,8 @@ class Adapter:
             res = eng.send(data, now)
         else:
             iface = self._name(qp.indev)
-            res = eng.receive(self._head(iface, qp.get_hw()) + data, iface, now)
+            res = _receive_checked(eng, self._head(iface, qp.get_hw()) + data, iface, now,
+                           getattr(qp, "skb_info", SKB_INFO_UNKNOWN))
         self._give(qp, data, res)
 
     def _fast(self, f: Fields) -> bool:
@@ -328,7 +385,7 @@ class Adapter:
         else made.  False (before the engine saw it) leaves the packet to
         _packet; an engine's answer that is not that common case goes to
         _give as a QueuedPacket."""
-        pid, hook, _hwp, indev, _outdev, _mark, hw, data = f
+        pid, hook, _hwp, indev, _outdev, _mark, hw, data, info = f
         if hook != NF_IP_PRE_ROUTING or len(data) < 20 or (data[2] << 8 | data[3]) > len(data) or self.debug:
             return False
         eng = self.engine
@@ -343,7 +400,7 @@ class Adapter:
             eng.own_frames = -1
             eng.mark = None
             eng.out_pkt = None
-            res = eng.receive(head + data, iface, time.monotonic())
+            res = _receive_checked(eng, head + data, iface, time.monotonic(), info)
             if eng.level_lines or eng.logs:
                 self._lines()
             em = res.emitted
@@ -364,6 +421,8 @@ class Adapter:
                     if new == data:
                         self.nfq.accept_plain(pid)
                     else:
+                        if info > 0:
+                            new = finish_checksum(new, info)
                         self.nfq.accept_payload(pid, new)
                     return True
             self._give(QueuedPacket(self.nfq, *f), data, res)
@@ -404,7 +463,7 @@ class Adapter:
                 # arriving with a local source (unless accept_local lets it,
                 # pyfw.daemon.localsrc): accept it as it came, marked,
                 # and swap in the engine's packet when it reaches POSTROUTING.
-                final = frame[14:]
+                final = finish_checksum(frame[14:], getattr(qp, "skb_info", SKB_INFO_UNKNOWN))
                 if final[16:20] != data[16:20]:
                     self._count("nat-both-addresses")  # hairpin NAT: not yet
                 if len(self.pending) >= MAX_PENDING:
@@ -424,7 +483,7 @@ class Adapter:
         elif res.path == "output" and frame is not None:
             new = frame[14:]  # DNAT of the host's own packets, un-NAT of its replies
         if new is not None and new != data:
-            qp.set_payload(new)
+            qp.set_payload(finish_checksum(new, getattr(qp, "skb_info", SKB_INFO_UNKNOWN)))
         if eng.mark and eng.mark != qp.get_mark():
             # MARK/CONNMARK's result for the kernel's routing, tc and later
             # hooks (a mark the rules clear to 0 is not carried: the engine

@@ -255,6 +255,26 @@ class Engine:
             self._count("engine_error")
             return Result(None, "malformed", reason=f"internal: {type(exc).__name__}: {exc}")
 
+    # annotations of the frame receive_vouched is receiving (pkt.extra at PREROUTING)
+    _rx: dict[str, Any] | None = None
+
+    def receive_vouched(self, frame: bytes, iface: str, now: float, extra: dict[str, Any]) -> Result:
+        """receive() for a frame whose transport checksum the device (or the
+        kernel handing it over) vouched for, CHECKSUM_UNNECESSARY or
+        CHECKSUM_PARTIAL (skb_csum_unnecessary): nf_conntrack_checksum takes
+        its word (the trackers, also the fast path's, skip the check when
+        cfg.checksum is off), and the packet carries `extra` from PREROUTING
+        on ("csum_unnecessary", "gso_netlen": see pyfw.engine.api)."""
+        cfg = self.ct.cfg
+        saved = cfg.checksum
+        cfg.checksum = False
+        self._rx = extra
+        try:
+            return self.receive(frame, iface, now)
+        finally:
+            cfg.checksum = saved
+            self._rx = None
+
     def send(self, data: bytes, now: float, trace: bool = False) -> Result:
         """A packet the host itself sends (simulate's `local` interface)."""
         self._tick(now)
@@ -336,6 +356,8 @@ class Engine:
         return VERDICT_NAMES.get(verdict & NF_VERDICT_MASK, "DROP")
 
     def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None) -> int | None:
+        if self._rx is not None:
+            pkt.extra = {**(pkt.extra or {}), **self._rx}
         if self.tracking and (pkt.frag_off & (IP_MF | IP_OFFMASK)):
             pkt = self._reassemble(pkt)  # type: ignore[assignment]
             if pkt is None:

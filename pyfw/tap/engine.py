@@ -22,7 +22,6 @@ from pyfw.engine.api import PACKET_HOST
 from pyfw.engine.engine import BROADCAST_MAC, ETH_P_IP, Emitted, Engine, Result
 from pyfw.engine.neigh import NeighTable, Out
 from pyfw.engine.packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
-from pyfw.engine.tables import TraceStep
 from pyfw.tap import vnet
 from pyfw.tap.vnet import VnetHdr
 
@@ -66,7 +65,6 @@ class TapEngine(Engine):
                  rng: random.Random | None = None) -> None:
         self.neigh = NeighTable(host, rng=rng)
         self.stack: Stack = stack if stack is not None else NoStack()
-        self._rx: dict[str, Any] | None = None  # annotations for the frame being received
         self.stack_pending = False  # the stack took input: its output is due
         self.log_pending: list[tuple[int, str]] = []  # (syslog level, LOG/NFLOG text)
         super().__init__(ruleset, host)
@@ -108,7 +106,7 @@ class TapEngine(Engine):
             if not hdr.partial or not netlen:
                 self._count("gso_unsupported")
                 return Result(None, "malformed", reason="gso-unsupported")
-            self._rx = {"vnet": hdr, "gso_netlen": netlen, "csum_unnecessary": True}
+            extra: dict[str, Any] = {"vnet": hdr, "gso_netlen": netlen, "csum_unnecessary": True}
         elif hdr.partial:
             buf = bytearray(frame)
             if not vnet.complete_checksum(buf, hdr.csum_start, hdr.csum_offset):
@@ -116,24 +114,12 @@ class TapEngine(Engine):
                 return Result(None, "malformed", reason="vnet-csum")
             return self.receive(bytes(buf), iface, now)
         elif hdr.valid:
-            self._rx = {"csum_unnecessary": True}
+            extra = {"csum_unnecessary": True}
         else:
             return self.receive(frame, iface, now)
         # CHECKSUM_PARTIAL / UNNECESSARY: nf_conntrack_checksum takes the
         # device's word for it (skb_csum_unnecessary)
-        cfg = self.ct.cfg
-        saved = cfg.checksum
-        cfg.checksum = False
-        try:
-            return self.receive(frame, iface, now)
-        finally:
-            cfg.checksum = saved
-            self._rx = None
-
-    def _prerouting(self, pkt: Packet, res: Result, tr: list[TraceStep] | None, *rest: Any) -> int | None:
-        if self._rx is not None:
-            pkt.extra = {**(pkt.extra or {}), **self._rx}
-        return super()._prerouting(pkt, res, tr, *rest)
+        return self.receive_vouched(frame, iface, now, extra)
 
     # ------------------------------------------------------------ local delivery
     def _deliver(self, pkt: Packet) -> None:
