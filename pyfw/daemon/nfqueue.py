@@ -165,6 +165,7 @@ def _ttl_back(frame: bytes) -> bytes:
 
 
 _TTL_CK = struct.Struct("!BBH")
+_CK = struct.Struct("!H")
 _VOUCHED: dict[str, Any] = {"csum_unnecessary": True}
 # a super-packet's segment size is not in the queue's message: the engine's
 # MTU check (gso_netlen) sees IPv4's least MTU, the kernel's ip_forward
@@ -199,12 +200,22 @@ def finish_checksum(ip: bytes, info: int) -> bytes:
     if offset < 0:
         return ip
     ihl = (ip[0] & 0x0F) * 4
-    buf = bytearray(ip)
-    if not vnet.set_pseudo_sum(buf, 0, ihl, offset):
+    at = ihl + offset
+    if at + 2 > len(ip):
         return ip
-    if not info & NFQA_SKB_GSO:
-        vnet.complete_checksum(buf, ihl, offset)
-    return bytes(buf)
+    if info & NFQA_SKB_GSO:
+        buf = bytearray(ip)
+        vnet.set_pseudo_sum(buf, 0, ihl, offset)
+        return bytes(buf)
+    # vnet.complete_checksum over the new pseudo-header in one sum: mod
+    # 0xFFFF every 16-bit word counts once whatever its place, so the
+    # segment as one integer, less the stale field, plus the addresses
+    seg_len = len(ip) - ihl
+    v = int.from_bytes(memoryview(ip)[ihl:], "big")
+    if seg_len & 1:
+        v <<= 8
+    r = (v - (ip[at] << 8 | ip[at + 1]) + int.from_bytes(ip[12:20], "big") + proto + seg_len) % 0xFFFF
+    return b"".join((ip[:at], _CK.pack(0xFFFF - r if r else 0xFFFF), ip[at + 2:]))
 
 
 class _CutPacket:

@@ -204,3 +204,23 @@ def test_gso_super_packet_passes_whole_with_the_pseudo_sum_of_its_new_addresses(
     # the same without the GSO flag is too big for the MTU (DF): dropped, frag-needed sent
     verdict, payload = gateway(datagram(6, LAN, WAN, 5001, 80, bytes(4096), "partial"), PARTIAL)
     assert verdict == nfqnl.NF_DROP
+
+
+def test_finish_checksum_is_the_devices_checksum_for_any_length() -> None:
+    import random
+
+    rng = random.Random(5)
+    for n in range(0, 40):
+        for proto in (17, 6):
+            ip = bytearray(datagram(proto, LAN, WAN, rng.randrange(1, 65536), 53, rng.randbytes(n), "partial"))
+            ip[12:16] = rng.randbytes(4)  # NAT's new source; the field still has the old pseudo sum
+            struct.pack_into("!H", ip, 10, 0)
+            struct.pack_into("!H", ip, 10, checksum(bytes(ip[:20])))
+            want = bytearray(ip)
+            off = 6 if proto == 17 else 16
+            vnet.set_pseudo_sum(want, 0, 20, off)
+            vnet.complete_checksum(want, 20, off)
+            got = nq.finish_checksum(bytes(ip), PARTIAL)
+            assert got == want and l4_ok(got), (n, proto)
+            assert pseudo_ok(nq.finish_checksum(bytes(ip), GSO))
+            assert nq.finish_checksum(bytes(ip), VERIFIED) == ip  # (nothing to do)
