@@ -73,10 +73,10 @@ _MARK_ATTR = struct.Struct("=HHI")
 # IFINDEX_INDEV, HWADDR, then PAYLOAD (nfqnl_build_packet_message's order)
 # from the message's offset 20 to 60, its payload's start; the attributes'
 # values (id, hw_protocol, ifindex) in network order, read as native and swapped
-_COMMON_HEAD = struct.Struct("=HHIHBxHHIHH4x8sHH")
-# ... and the same with NFQA_SKB_INFO before PAYLOAD (a packet whose checksum
-# the kernel did not verify, or has not computed): its value, then PAYLOAD's header
-_INFO_PAYLOAD = struct.Struct("=IHH")
+# -- and on to offset 68, where with F_GSO the same message has NFQA_SKB_INFO
+# before PAYLOAD (a checksum the kernel did not verify, or has not computed):
+# its value, then PAYLOAD's header (read in the same unpack, used or not)
+_COMMON_HEAD = struct.Struct("=HHIHBxHHIHH4x8sHHIHH")
 _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
@@ -427,8 +427,8 @@ class NfQueue:
         fast = self.fast
         mv = self._mv
         unpack_common = _COMMON_HEAD.unpack_from
-        unpack_info = _INFO_PAYLOAD.unpack_from
-        no_info = 0 if self.gso else SKB_INFO_UNKNOWN
+        gso = self.gso
+        no_info = 0 if gso else SKB_INFO_UNKNOWN
         ntohl = socket.ntohl
         ntohs = socket.ntohs
         callback = self.callback
@@ -469,18 +469,18 @@ class NfQueue:
                     if mtype == NFQNL_MSG_PACKET:
                         end = min(off + mlen, size)
                         f = None
-                        if end - off >= 60:
+                        if end - off >= 68:  # (a shorter one is no IP packet)
                             h = unpack_common(buf, off + 20)
                             if h[0] == 11 and h[1] == NFQA_PACKET_HDR and h[5] == 8 and h[6] == NFQA_IFINDEX_INDEV \
                                     and h[8] == 16 and h[9] == NFQA_HWADDR:
-                                if h[12] & 0x3FFF == NFQA_PAYLOAD and 4 <= h[11] <= end - off - 56:
+                                t = h[12]
+                                if t == NFQA_PAYLOAD and 4 <= h[11] <= end - off - 56:
                                     f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
                                          mv[off + 60:off + 56 + h[11]].tobytes(), no_info)
-                                elif h[11] == 8 and h[12] == NFQA_SKB_INFO and self.gso and end - off >= 68:
-                                    info, plen, ptype = unpack_info(buf, off + 60)
-                                    if ptype & 0x3FFF == NFQA_PAYLOAD and 4 <= plen <= end - off - 64:
-                                        f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
-                                             mv[off + 68:off + 64 + plen].tobytes(), ntohl(info))
+                                elif t == NFQA_SKB_INFO and h[11] == 8 and h[15] == NFQA_PAYLOAD and gso \
+                                        and 4 <= h[14] <= end - off - 64:
+                                    f = (ntohl(h[2]), h[4], ntohs(h[3]), ntohl(h[7]), 0, 0, h[10],
+                                         mv[off + 68:off + 64 + h[14]].tobytes(), ntohl(h[13]))
                         if f is None:
                             f = fields(off, end)
                         if f is not None:

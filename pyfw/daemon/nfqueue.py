@@ -166,6 +166,7 @@ def _ttl_back(frame: bytes) -> bytes:
 
 _TTL_CK = struct.Struct("!BBH")
 _CK = struct.Struct("!H")
+_CSUM_AT = {6: 16, 17: 6}  # the transport checksum's place after the IP header, by protocol
 _VOUCHED: dict[str, Any] = {"csum_unnecessary": True}
 # a super-packet's segment size is not in the queue's message: the engine's
 # MTU check (gso_netlen) sees IPv4's least MTU, the kernel's ip_forward
@@ -192,26 +193,25 @@ def finish_checksum(ip: bytes, info: int) -> bytes:
     a new payload as CHECKSUM_NONE (nfqnl_mangle), so the field must hold
     the whole checksum -- or, for a GSO super-packet, the pseudo-header sum
     for the new addresses, which the segmentation completes per segment
-    (tcp4_gso_segment sets it up again for a packet not CHECKSUM_PARTIAL)."""
-    if info < 0 or not info & NFQA_SKB_CSUMNOTREADY or len(ip) < 20 or ip[6] & 0x3F or ip[7]:
+    (tcp4_gso_segment sets it up again for a packet not CHECKSUM_PARTIAL).
+    (Such a packet is never a fragment: the kernel checksums before it
+    fragments.)"""
+    if info <= 0 or not info & NFQA_SKB_CSUMNOTREADY:
         return ip
     proto = ip[9]
-    offset = 16 if proto == 6 else 6 if proto == 17 else -1
-    if offset < 0:
-        return ip
-    ihl = (ip[0] & 0x0F) * 4
-    at = ihl + offset
+    ihl = (ip[0] & 0x0F) << 2
+    at = ihl + (16 if proto == 6 else 6 if proto == 17 else 0x10000)
     if at + 2 > len(ip):
         return ip
     if info & NFQA_SKB_GSO:
         buf = bytearray(ip)
-        vnet.set_pseudo_sum(buf, 0, ihl, offset)
+        vnet.set_pseudo_sum(buf, 0, ihl, at - ihl)
         return bytes(buf)
     # vnet.complete_checksum over the new pseudo-header in one sum: mod
     # 0xFFFF every 16-bit word counts once whatever its place, so the
     # segment as one integer, less the stale field, plus the addresses
     seg_len = len(ip) - ihl
-    v = int.from_bytes(memoryview(ip)[ihl:], "big")
+    v = int.from_bytes(ip[ihl:], "big")
     if seg_len & 1:
         v <<= 8
     r = (v - (ip[at] << 8 | ip[at + 1]) + int.from_bytes(ip[12:20], "big") + proto + seg_len) % 0xFFFF
@@ -421,18 +421,35 @@ class Adapter:
                 if frame[26:30] == data[12:16] or (self.local_source is not None and self.local_source(iface)):
                     # _ttl_back inline: TTL one higher, its checksum updated (RFC 1624)
                     ttl = frame[22]
+                    at = _CSUM_AT.get(frame[23], 0) if info == NFQA_SKB_CSUMNOTREADY else 0
                     if ttl == 255:
                         new = frame[14:]
+                        at = 0
                     else:
                         c = (~((frame[24] << 8) | frame[25]) & 0xFFFF) + 0x100
-                        new = b"".join((frame[14:22], _TTL_CK.pack(ttl + 1, frame[23],
-                                                                   ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF), frame[26:]))
+                        ttl_ck = _TTL_CK.pack(ttl + 1, frame[23], ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF)
+                        if at and frame[26:] != data[12:]:
+                            # NAT rewrote a packet whose checksum was left to the
+                            # device: finish_checksum, in the same join
+                            l4 = 14 + ((frame[14] & 0x0F) << 2)
+                            at += l4
+                            seg_len = len(frame) - l4
+                            v = int.from_bytes(frame[l4:], "big")
+                            if seg_len & 1:
+                                v <<= 8
+                            r = (v - (frame[at] << 8 | frame[at + 1]) + int.from_bytes(frame[26:34], "big")
+                                 + frame[23] + seg_len) % 0xFFFF
+                            new = b"".join((frame[14:22], ttl_ck, frame[26:at], _CK.pack(0xFFFF - r if r else 0xFFFF),
+                                            frame[at + 2:]))
+                        else:
+                            at = 0
+                            new = b"".join((frame[14:22], ttl_ck, frame[26:]))
                     stats = self.stats
                     stats["accept"] = stats.get("accept", 0) + 1
                     if new == data:
                         self.nfq.accept_plain(pid)
                     else:
-                        if info > 0:
+                        if info > 0 and not at:
                             new = finish_checksum(new, info)
                         self.nfq.accept_payload(pid, new)
                     return True
