@@ -313,7 +313,8 @@ class Engine:
                 return self._receive(frame, iface, now, trace)
             finally:
                 self._ct_step = None
-        elif not trace and self.newflow is not None and self._ct_step is None:
+        elif not trace and self.newflow is not None and self._ct_step is None and self._rx is None:
+            # (a frame of receive_vouched carries annotations the straight line would not put on it)
             got = self.newflow.receive(frame, iface, now)
             if got is not None:
                 return got  # type: ignore[no-any-return]
