@@ -48,6 +48,7 @@ from pyfw.engine.api import (
     IP_CT_ESTABLISHED_REPLY,
     IP_CT_NEW,
     IP_CT_NONE,
+    IPS_ASSURED,
     IPS_CONFIRMED,
     IPS_DYING,
     IPS_EXPECTED,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from pyfw.ruleset.model import Counters, Rule
 
 _M = 0xFFFF
+_FIXED_TIMEOUT = 1 << 10  # IPS_FIXED_TIMEOUT
 _TTL_CK = struct.Struct("!BBH")     # TTL, protocol, header checksum (IP bytes 8-11)
 _CK = struct.Struct("!H")
 _TCP_SEQ = struct.Struct("!II2xH")  # seq, ack, (offset, flags), window at IP byte 24
@@ -302,6 +304,24 @@ class FastPath:
             return self._miss(frame, iface, now, key)
         # the tracker, as in_hook runs it for this connection and direction
         ip = frame[14:14 + tot_len]
+        if ent.udp and not e.ct.listeners and _udp_lane(e.ct, conn, ip, tot_len, now, ent.direction):
+            self.hits += 1
+            for c in ent.counters:
+                c.packets += 1
+                c.bytes += tot_len
+            e.rejected_last = False
+            if ent.verdict != "ACCEPT":
+                return Result(ent.verdict, "forward")
+            ck = ((ip[10] << 8 | ip[11]) + ent.d_ip) % _M
+            if ent.rewrite:
+                l4 = ip[26] << 8 | ip[27]
+                if l4:
+                    l4 = (l4 + ent.d_l4) % _M or _M
+                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, IPPROTO_UDP, ck), ent.newap,
+                                ip[24:26], _CK.pack(l4), ip[28:]))
+            else:
+                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, IPPROTO_UDP, ck), ip[12:]))
+            return Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)], [])  # type: ignore[arg-type]
         p = ent.pkt
         p.data = ip  # type: ignore[assignment]  # (the trackers only read it)
         p.tot_len = tot_len
@@ -648,3 +668,44 @@ def _resume(ctk: Any, conn: Conn, ctinfo: int, direction: int, ret: int,
 
 
 __all__ = ["PURE_MATCHES", "FastPath", "enabled_by_default", "rule_is_pure"]
+
+
+def _udp_lane(ctk: Any, conn: Conn, ip: bytes, tot_len: int, now: float, direction: int) -> bool:
+    """udp_packet (with udp_error) for a confirmed connection whose status
+    the packet cannot change, inline: True when done (timeout refreshed,
+    accounted), False to leave the packet to the tracker itself (a bad
+    length or checksum, the stream about to become ASSURED, a fixed
+    timeout).  The caller checked the IP header and that the entry's
+    status is the connection's."""
+    udplen = tot_len - 20
+    hlen = ip[24] << 8 | ip[25]
+    if udplen < 8 or hlen > udplen or hlen < 8:
+        return False
+    cfg = ctk.cfg
+    if (ip[26] or ip[27]) and cfg.checksum:
+        v = int.from_bytes(ip, "big")
+        if tot_len & 1:
+            v <<= 8
+        src = ip[12] << 8 | ip[13]
+        v += src + (ip[14] << 8 | ip[15]) + (ip[16] << 8 | ip[17]) + (ip[18] << 8 | ip[19]) + IPPROTO_UDP + udplen
+        if not v or v % _M:
+            return False
+    status = conn.status
+    if status & _FIXED_TIMEOUT:
+        return False
+    if status & IPS_SEEN_REPLY:
+        if now > conn.proto_state:
+            if not status & (IPS_ASSURED | IPS_NAT_CLASH):
+                return False  # this packet makes it ASSURED: the tracker's own work
+            extra = cfg.udp_timeout_stream
+        else:
+            extra = cfg.udp_timeout
+    else:
+        extra = cfg.udp_timeout
+    ctk.now = now
+    conn.timeout_at = extra + now
+    acct = conn.acct
+    if acct is not None:
+        acct[2 * direction] += 1
+        acct[2 * direction + 1] += tot_len
+    return True
