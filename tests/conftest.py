@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/oracle.py, tests/conformance.py
 
-from oracle import Netns, NetnsError, offline, skip_unless_root_netns  # noqa: E402
+from oracle import Netns, NetnsError, offline, root_netns_problem, skip_unless_root_netns, sweep_dead_namespaces  # noqa: E402,E501
 from paths import HAVE_SHARED, SHARED  # noqa: E402
 
 # Test modules that read the shared data at collection time are left out,
@@ -20,6 +20,12 @@ if not HAVE_SHARED:
     here = Path(__file__).resolve().parent
     collect_ignore = [str(p) for p in here.rglob("test_*.py")
                       if any(m in p.read_text() for m in ("from paths import SHARED", "from harness import", "from checks import"))]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Namespaces a killed earlier run left behind go first."""
+    if root_netns_problem() is None:
+        sweep_dead_namespaces()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

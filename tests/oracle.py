@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import itertools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -78,6 +79,22 @@ def _delete(name: str) -> None:
 def _delete_leftovers() -> None:
     for name in list(_live):
         _delete(name)
+
+
+_OWNED = re.compile(r"^pyfw-[a-z]+-(\d+)(?:\D|$)")
+
+
+def sweep_dead_namespaces() -> list[str]:
+    """Delete the namespaces of test and bench runs that were killed before
+    their clean-up ran (SIGKILL, a timeout): every lab names its namespaces
+    `pyfw-<lab>-<pid>...`, so one whose process is gone is nobody's."""
+    gone = []
+    for path in Path("/run/netns").glob("pyfw-*"):
+        m = _OWNED.match(path.name)
+        if m is not None and not Path("/proc", m.group(1)).exists():
+            subprocess.run(["ip", "netns", "del", path.name], capture_output=True, check=False)
+            gone.append(path.name)
+    return gone
 
 
 class NetnsError(RuntimeError):
