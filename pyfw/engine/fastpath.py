@@ -59,7 +59,7 @@ from pyfw.engine.api import (
 from pyfw.engine.conntrack import tcp as ct_tcp
 from pyfw.engine.conntrack import udp as ct_udp
 from pyfw.engine.conntrack.conn import Conn, Tuple
-from pyfw.engine.conntrack.table import CT_ACCEPT, CT_REPEAT, IPS_NAT_CLASH
+from pyfw.engine.conntrack.table import CT_ACCEPT, CT_REPEAT, IPS_NAT_CLASH, checksum_ok
 from pyfw.engine.conntrack.tcp import tcp_ack_fast
 from pyfw.engine.engine import Emitted, Result
 from pyfw.engine.packet import Packet
@@ -73,6 +73,7 @@ _M = 0xFFFF
 _FIXED_TIMEOUT = 1 << 10  # IPS_FIXED_TIMEOUT
 _TTL_CK = struct.Struct("!BBH")     # TTL, protocol, header checksum (IP bytes 8-11)
 _CK = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 _TCP_SEQ = struct.Struct("!II2xH")  # seq, ack, (offset, flags), window at IP byte 24
 _ADDRS_PORTS = struct.Struct("!IIHH")
 # the lane's fields from frame byte 12 on: ethertype, version/IHL, total
@@ -304,40 +305,25 @@ class FastPath:
             return self._miss(frame, iface, now, key)
         # the tracker, as in_hook runs it for this connection and direction
         ip = frame[14:14 + tot_len]
-        if ent.udp and not e.ct.listeners and _udp_lane(e.ct, conn, ip, tot_len, now, ent.direction):
-            self.hits += 1
-            for c in ent.counters:
-                c.packets += 1
-                c.bytes += tot_len
-            e.rejected_last = False
-            if ent.verdict != "ACCEPT":
-                return Result(ent.verdict, "forward")
-            ck = ((ip[10] << 8 | ip[11]) + ent.d_ip) % _M
-            if ent.rewrite:
-                l4 = ip[26] << 8 | ip[27]
-                if l4:
-                    l4 = (l4 + ent.d_l4) % _M or _M
-                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, IPPROTO_UDP, ck), ent.newap,
-                                ip[24:26], _CK.pack(l4), ip[28:]))
-            else:
-                out = b"".join((ent.head, ip[:8], _TTL_CK.pack(ip[8] - 1, IPPROTO_UDP, ck), ip[12:]))
-            return Result("ACCEPT", "forward", ent.out, [Emitted(ent.out, out)], [])  # type: ignore[arg-type]
-        p = ent.pkt
-        p.data = ip  # type: ignore[assignment]  # (the trackers only read it)
-        p.tot_len = tot_len
-        p.time = now
-        if not ent.udp:
-            p.tcp_seq, p.tcp_ack, p.tcp_win = _TCP_SEQ.unpack_from(ip, 24)
         ctk = e.ct
-        ctk.now = now
-        before = ctk.event_state(conn) if ctk.listeners else None
-        ret = ent.handler(ctk, conn, p, ent.ctinfo, ent.direction, True)
-        if (ret != CT_ACCEPT or conn.status != ent.status
-                or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)):
-            del flows[key]
-            self.resumed += 1
-            return e._receive(frame, iface, now, False,
-                              _resume(ctk, conn, ent.ctinfo, ent.direction, ret, before))
+        # a UDP packet that cannot change its connection: the tracker's
+        # work inline; anything else (and every TCP packet here) the tracker
+        if not (ent.udp and not ctk.listeners and _udp_lane(ctk, conn, ip, tot_len, now, ent.direction)):
+            p = ent.pkt
+            p.data = ip  # type: ignore[assignment]  # (the trackers only read it)
+            p.tot_len = tot_len
+            p.time = now
+            if not ent.udp:
+                p.tcp_seq, p.tcp_ack, p.tcp_win = _TCP_SEQ.unpack_from(ip, 24)
+            ctk.now = now
+            before = ctk.event_state(conn) if ctk.listeners else None
+            ret = ent.handler(ctk, conn, p, ent.ctinfo, ent.direction, True)
+            if (ret != CT_ACCEPT or conn.status != ent.status
+                    or (ent.tcp_state >= 0 and conn.proto_state.state != ent.tcp_state)):
+                del flows[key]
+                self.resumed += 1
+                return e._receive(frame, iface, now, False,
+                                  _resume(ctk, conn, ent.ctinfo, ent.direction, ret, before))
         self.hits += 1
         for c in ent.counters:
             c.packets += 1
@@ -682,14 +668,9 @@ def _udp_lane(ctk: Any, conn: Conn, ip: bytes, tot_len: int, now: float, directi
     if udplen < 8 or hlen > udplen or hlen < 8:
         return False
     cfg = ctk.cfg
-    if (ip[26] or ip[27]) and cfg.checksum:
-        v = int.from_bytes(ip, "big")
-        if tot_len & 1:
-            v <<= 8
-        src = ip[12] << 8 | ip[13]
-        v += src + (ip[14] << 8 | ip[15]) + (ip[16] << 8 | ip[17]) + (ip[18] << 8 | ip[19]) + IPPROTO_UDP + udplen
-        if not v or v % _M:
-            return False
+    if (ip[26] or ip[27]) and cfg.checksum and not checksum_ok(
+            ip, tot_len, _U32.unpack_from(ip, 12)[0], _U32.unpack_from(ip, 16)[0], 20, IPPROTO_UDP):
+        return False
     status = conn.status
     if status & _FIXED_TIMEOUT:
         return False

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_fastpath import Flow, frame, run  # noqa: E402
+from test_fastpath import Flow, run  # noqa: E402
 
 import pyfw.engine.fastpath as fastpath  # noqa: E402
 
@@ -99,7 +99,3 @@ def test_udp_lane_same_as_slow_path(seed: int, monkeypatch: pytest.MonkeyPatch) 
     assert slow[3] == fast[3]  # conntrack -S
     assert taken[True] > 100 and taken[False] > 0, taken
 
-
-def test_frame_helper_makes_udp() -> None:
-    fr = frame("eth0", 0xC0A80102, 0x08080808, 17, 1000, 53, payload=b"x")
-    assert fr[14 + 9] == 17
