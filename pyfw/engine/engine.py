@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from pyfw.engine.api import (
     NF_ACCEPT,
     NF_DROP,
@@ -120,6 +122,7 @@ class EngineEnv:
         self._engine.rejected = True
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Engine:
     """One simulated host: its tables, connection table and NAT."""
 

@@ -574,7 +574,10 @@ def _forward_route(rtype: int, dev: str, dst: int, src: int, gateway: int | None
     """RouteResult(rtype, dev, dst, src, gateway, route, redirect=redirect)
     for the input path, which makes one per new flow: a frozen dataclass's
     __init__ sets each field through object.__setattr__, three times the
-    cost of filling the instance dictionary with the same fields."""
+    cost of filling the instance dictionary with the same fields (compiled,
+    RouteResult has no instance dictionary and its __init__ is fast)."""
+    if not _DICT_FILL:
+        return RouteResult(rtype, dev, dst, src, gateway, route, redirect=redirect)
     rr = _new(RouteResult)
     d = rr.__dict__
     d["type"] = rtype
@@ -590,6 +593,7 @@ def _forward_route(rtype: int, dev: str, dst: int, src: int, gateway: int | None
 
 
 _new = object.__new__
+_DICT_FILL = "__dict__" in vars(RouteResult)  # an interpreted class (not compiled by mypyc)
 
 
 # ---------------------------------------------------------------- Host

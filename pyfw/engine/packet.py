@@ -27,37 +27,41 @@ IP_DF = 0x4000
 IP_OFFMASK = 0x1FFF
 
 
+# every field of a Packet (its __slots__; also what copy() copies)
+_PACKET_SLOTS: tuple[str, ...] = (
+    # the bytes
+    "data",       # bytearray: the IPv4 datagram, IP header first
+    "eth",        # bytes | None: the 14-byte Ethernet header it came with
+    # where it is
+    "indev", "outdev",  # interface names ("" when none)
+    "hook",       # current hook name
+    "time",       # float seconds on the engine's clock
+    "pkttype",    # PACKET_HOST, BROADCAST, MULTICAST, OTHERHOST
+    "local",      # True when the host itself sent it (OUTPUT path)
+    "uid", "gid",  # owner of the local socket (None when not local)
+    # skb state
+    "mark", "priority", "trace",
+    # conntrack
+    "ct",         # pyfw.engine.conntrack.Conn | None
+    "ctinfo",     # IP_CT_* (IP_CT_NONE: no entry: INVALID), IP_CT_UNTRACKED
+    "ctdir",      # 0 original, 1 reply
+    "notrack",    # raw-table NOTRACK / CT --notrack was applied
+    "ct_template",  # CT target settings for the connection about to be made
+    # IPv4 header fields
+    "ihl", "tos", "tot_len", "ip_id", "frag_off", "ttl", "proto", "src", "dst",
+    "options",    # bytes of IP options (b"" when none)
+    # layer 4 (valid when `l4ok`; ports 0 for non-TCP/UDP)
+    "l4", "l4ok", "sport", "dport", "tcp_flags", "tcp_seq", "tcp_ack", "tcp_win",
+    "tcp_doff", "icmp_type", "icmp_code", "icmp_id",
+    # engine scratch (per-packet annotations)
+    "extra",
+)
+
+
 class Packet:
     """One IPv4 packet in flight through the hooks."""
 
-    __slots__ = (
-        # the bytes
-        "data",       # bytearray: the IPv4 datagram, IP header first
-        "eth",        # bytes | None: the 14-byte Ethernet header it came with
-        # where it is
-        "indev", "outdev",  # interface names ("" when none)
-        "hook",       # current hook name
-        "time",       # float seconds on the engine's clock
-        "pkttype",    # PACKET_HOST, BROADCAST, MULTICAST, OTHERHOST
-        "local",      # True when the host itself sent it (OUTPUT path)
-        "uid", "gid",  # owner of the local socket (None when not local)
-        # skb state
-        "mark", "priority", "trace",
-        # conntrack
-        "ct",         # pyfw.engine.conntrack.Conn | None
-        "ctinfo",     # IP_CT_* (IP_CT_NONE: no entry: INVALID), IP_CT_UNTRACKED
-        "ctdir",      # 0 original, 1 reply
-        "notrack",    # raw-table NOTRACK / CT --notrack was applied
-        "ct_template",  # CT target settings for the connection about to be made
-        # IPv4 header fields
-        "ihl", "tos", "tot_len", "ip_id", "frag_off", "ttl", "proto", "src", "dst",
-        "options",    # bytes of IP options (b"" when none)
-        # layer 4 (valid when `l4ok`; ports 0 for non-TCP/UDP)
-        "l4", "l4ok", "sport", "dport", "tcp_flags", "tcp_seq", "tcp_ack", "tcp_win",
-        "tcp_doff", "icmp_type", "icmp_code", "icmp_id",
-        # engine scratch (per-packet annotations)
-        "extra",
-    )
+    __slots__ = _PACKET_SLOTS
 
     def __init__(self, data: bytearray, indev: str = "", outdev: str = "", time: float = 0.0,
                  eth: bytes | None = None) -> None:
@@ -158,7 +162,7 @@ class Packet:
 
     def copy(self) -> Packet:
         p = Packet.__new__(Packet)
-        for name in Packet.__slots__:
+        for name in _PACKET_SLOTS:
             setattr(p, name, getattr(self, name))
         p.data = bytearray(self.data)
         return p
@@ -168,3 +172,4 @@ class Packet:
 
         return (f"Packet({ip_to_str(self.src)}:{self.sport} > {ip_to_str(self.dst)}:{self.dport} "
                 f"proto {self.proto} len {self.tot_len} in={self.indev!r} out={self.outdev!r})")
+

@@ -1,0 +1,132 @@
+"""Which of pyfw's modules run compiled, and keeping a stale build out.
+
+The data path's modules are plain, typed Python that mypyc also compiles
+to C extensions (scripts/native.py in a checkout, the wheel's build hook on
+`pip install`): the same source, about twice as fast.  A compiled module
+sits beside its .py file and Python's importer prefers it, so in a checkout
+an extension built from an older version of the source would silently run
+instead of the file being edited.  The build therefore writes a manifest of
+the sources it compiled (their SHA-256); at `import pyfw` any module whose
+source no longer matches is imported from its .py file instead, with one
+warning.  PYFW_NATIVE=0 imports every module from source (A/B runs,
+debugging with pdb).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+# The modules mypyc compiles: the per-packet path of the engine and of the
+# NFQUEUE adapter.  (pyproject.toml's build hook lists the same files; a
+# test keeps the two lists equal.)
+NATIVE_MODULES: tuple[str, ...] = (
+    "pyfw.engine.engine",
+    "pyfw.engine.host",
+    "pyfw.engine.conntrack",
+    "pyfw.engine.fastpath",
+    "pyfw.engine.newflow",
+    "pyfw.engine.packet",
+    "pyfw.engine.tables",
+    "pyfw.engine.jhash",
+    "pyfw.engine.conntrack.conn",
+    "pyfw.engine.conntrack.tcp",
+    "pyfw.engine.conntrack.udp",
+    "pyfw.engine.conntrack.icmp",
+    "pyfw.engine.conntrack.generic",
+    "pyfw.engine.conntrack.table",
+    "pyfw.engine.nat.core",
+    "pyfw.engine.nat.manip",
+    "pyfw.engine.nat.addr",
+    "pyfw.wire.checksum",
+    "pyfw.wire.ipv4",
+    "pyfw.wire.frag",
+    "pyfw.io.pcap",
+    "pyfw.daemon.nfqnl",
+    "pyfw.daemon.nfqueue",
+)
+
+MANIFEST = "_native.json"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_path(module: str) -> Path:
+    """The .py file of one of pyfw's modules."""
+    p = _PACKAGE_DIR.parent.joinpath(*module.split("."))
+    return p / "__init__.py" if p.is_dir() else p.with_suffix(".py")
+
+
+def source_digest(module: str) -> str:
+    return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
+
+
+def compiled_file(module: str) -> Path | None:
+    """The extension module beside the .py file, if there is one."""
+    src = source_path(module)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        cand = src.with_name(src.stem + suffix)
+        if cand.exists():
+            return cand
+    return None
+
+
+class _SourceFirst:
+    """A meta-path finder that imports the listed modules from their .py
+    files even though a compiled extension sits beside them."""
+
+    def __init__(self, modules: set[str]) -> None:
+        self.modules = modules
+
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in self.modules:
+            return None
+        return importlib.util.spec_from_file_location(name, source_path(name))
+
+
+def stale_modules() -> set[str]:
+    """The compiled modules of a checkout that do not match their source
+    (every compiled one when the manifest is missing or unreadable)."""
+    compiled = {m for m in NATIVE_MODULES if compiled_file(m) is not None}
+    if not compiled:
+        return set()
+    try:
+        built = json.loads((_PACKAGE_DIR / MANIFEST).read_text())["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return compiled
+    return {m for m in compiled if built.get(m) != source_digest(m)}
+
+
+def native_status() -> dict[str, str]:
+    """Each native module and how it is loaded: "compiled" or "source"."""
+    out = {}
+    for m in NATIVE_MODULES:
+        mod = sys.modules.get(m)
+        if mod is None:
+            __import__(m)
+            mod = sys.modules[m]
+        out[m] = "compiled" if str(getattr(mod, "__file__", "")).endswith(tuple(
+            importlib.machinery.EXTENSION_SUFFIXES)) else "source"
+    return out
+
+
+def install_guard() -> None:
+    """Called once by pyfw/__init__: route stale (or, with PYFW_NATIVE=0,
+    all) compiled modules to their source."""
+    if os.environ.get("PYFW_NATIVE", "1") in ("0", "off", "no", "false"):
+        forced = {m for m in NATIVE_MODULES if compiled_file(m) is not None}
+    else:
+        forced = stale_modules()
+        if forced:
+            print(f"pyfw: the compiled build of {len(forced)} module(s) is older than the source "
+                  f"({', '.join(sorted(forced))}); running those from source "
+                  "(rebuild: python scripts/native.py)", file=sys.stderr)
+    if forced:
+        sys.meta_path.insert(0, _SourceFirst(forced))
