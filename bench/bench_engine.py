@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
 import struct
@@ -267,14 +268,24 @@ def simulate_rate(frames: int, runs: int) -> None:
         rules.write_text(gateway_ruleset(10))
         host = Path(tmp) / "gw.toml"
         host.write_text(HOST)
+        # this checkout's pyfw (not whatever the venv's console script
+        # imports), with this interpreter; the build it loads is printed
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        mode = subprocess.run([sys.executable, "-c", "import collections, pyfw._native as n; "
+                               "print(dict(collections.Counter(n.native_status().values())), n.__file__)"],
+                              env=env, capture_output=True, text=True, check=True)
+        print(f"simulate runs pyfw from {mode.stdout.strip()}"
+              f"{' (PYFW_NATIVE=' + env['PYFW_NATIVE'] + ')' if 'PYFW_NATIVE' in env else ''}"
+              f"{'; ' + mode.stderr.strip() if mode.stderr.strip() else ''}")
         walls, cpus = [], []
         peak = 0
         for _ in range(runs):
             t = time.perf_counter()
-            p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", str(Path(sys.executable).parent / "pyfw"),
+            p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", sys.executable, "-m", "pyfw.cli.main",
                                 "simulate", "--ruleset", str(rules), "--host", str(host), "--pcap", str(pcap),
                                 "--iface", "eth0", "--out-dir", str(Path(tmp) / "out")],
-                               capture_output=True, text=True, check=True)
+                               capture_output=True, text=True, check=True, env=env)
             walls.append(time.perf_counter() - t)
             rss, user, system = p.stderr.strip().splitlines()[-1].split()
             cpus.append(float(user) + float(system))

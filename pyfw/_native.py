@@ -49,6 +49,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "pyfw.wire.ipv4",
     "pyfw.wire.frag",
     "pyfw.io.pcap",
+    "pyfw.cli.simloop",
     "pyfw.daemon.nfqnl",
     "pyfw.daemon.nfqueue",
 )

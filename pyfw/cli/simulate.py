@@ -5,7 +5,6 @@ engine: read the pcap and the files, write the outputs."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -57,50 +56,6 @@ def load_ruleset(path: str) -> Any:
         raise SystemExit(EXIT_RULESET) from None
 
 
-def _replay(engine: Any, frames: Any, args: argparse.Namespace, out_dir: Path | None,
-            writers: dict[str, Any]) -> None:
-    """The frames through the engine, in order; what each interface sent to
-    its pcap, one JSON line per frame.  Everything the loop touches is a
-    local: this runs once per frame of captures of millions."""
-    from pyfw.io.pcap import PcapWriter
-
-    receive, send = engine.receive, engine.send
-    default_iface = args.iface
-    want_json = bool(args.json)
-    want_trace = bool(args.json and args.trace)
-    write_out = out_dir is not None
-    get_writer = writers.get
-    out = sys.stdout
-    dumps = json.dumps
-    index = 0
-    for ts, name, frame in frames:
-        index += 1
-        iface = name or default_iface
-        if iface == "local":
-            res = send(frame[14:], ts, want_trace)
-        else:
-            res = receive(frame, iface, ts, want_trace)
-        if write_out:
-            for em in res.emitted:
-                w = get_writer(em.iface)
-                if w is None:
-                    assert out_dir is not None
-                    w = writers[em.iface] = PcapWriter(out_dir / f"{em.iface}.pcap")
-                w.write(ts, em.frame)
-        if want_json:
-            obj: dict[str, Any] = {
-                "index": index, "in": iface, "verdict": res.verdict, "path": res.path,
-                "out": res.out, "emitted": len(res.emitted),
-            }
-            if res.reason:
-                obj["reason"] = res.reason
-            if want_trace:
-                obj["trace"] = [s.label() for s in res.trace]
-                obj["trace_src"] = [f"{s.src[0]}:{s.src[1]}" if s.src[0] is not None else None
-                                    for s in res.trace]
-            out.write(dumps(obj) + "\n")
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     import gc
@@ -117,8 +72,9 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"pyfw simulate: {args.host}: {exc.strerror}\n")
         return EXIT_USAGE
+    from pyfw.cli.simloop import replay
     from pyfw.engine.engine import Engine
-    from pyfw.io.pcap import PcapError, read_frames
+    from pyfw.io.pcap import PcapError, PcapReader
 
     try:
         engine = Engine(ruleset, host)
@@ -130,7 +86,9 @@ def main(argv: list[str]) -> int:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _replay(engine, read_frames(args.pcap), args, out_dir, writers)
+        with PcapReader(args.pcap) as reader:
+            replay(engine, reader, args.iface, bool(args.json), bool(args.json and args.trace), out_dir,
+                   writers, sys.stdout)
     except PcapError as exc:
         sys.stderr.write(f"pyfw simulate: {exc}\n")
         return EXIT_USAGE

@@ -310,7 +310,7 @@ class FastPath:
         # work inline; anything else (and every TCP packet here) the tracker
         if not (ent.udp and not ctk.listeners and _udp_lane(ctk, conn, ip, tot_len, now, ent.direction)):
             p = ent.pkt
-            p.data = ip  # type: ignore[assignment]  # (the trackers only read it)
+            p.data = bytearray(ip)  # (Packet.data is a bytearray: compiled, the type is checked)
             p.tot_len = tot_len
             p.time = now
             if not ent.udp:

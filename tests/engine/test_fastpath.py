@@ -358,6 +358,24 @@ def test_mostly_fast_on_a_plain_gateway() -> None:
     assert fast[6].fastpath.hits >= 25
 
 
+def test_a_tcp_stream_picked_up_mid_way() -> None:
+    """One-way ACKs of a connection never seen opening (the simulate
+    benchmark's TCP): entries whose packets go through the tracker's own
+    step, not the lane.  Compiled, the entry's packet data must be a
+    bytearray (a bytes there was a TypeError, counted as engine_error)."""
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A FORWARD -i eth0 -o eth1 -j ACCEPT\nCOMMIT\n")
+    fr = frame("eth0", LAN_NET + 7, 0x08080808, 6, 40000, 443, seq=1, ack=1, payload=b"x" * 32)
+    events = [(1.0 + i / 100, fr, "eth0") for i in range(20)]
+    slow = run(text, events, fastpath=False)
+    fast = run(text, events, fastpath=True)
+    assert slow[:6] == fast[:6]
+    assert fast[6].fastpath.hits >= 10
+    assert not fast[6].stats.get("engine_error"), fast[6].stats
+    assert {v for v, *_ in fast[0]} == {"ACCEPT"}
+
+
 def test_purity_allowlist() -> None:
     rs = load("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
               "-A FORWARD -p tcp -m tcp --dport 80 -m conntrack --ctstate ESTABLISHED -j ACCEPT\n"
