@@ -25,8 +25,8 @@ from pathlib import Path
 from types import ModuleType
 
 # The modules mypyc compiles: the per-packet path of the engine and of the
-# NFQUEUE adapter.  (pyproject.toml's build hook lists the same files; a
-# test keeps the two lists equal.)
+# NFQUEUE adapter.  (The wheel's build hook, hatch_build.py, compiles this
+# list too, through scripts/native.py: there is no second copy of it.)
 NATIVE_MODULES: tuple[str, ...] = (
     "pyfw.engine.engine",
     "pyfw.engine.host",
