@@ -17,39 +17,39 @@ something through `env` (LOG lines, frames the host sends, NAT bindings).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from pyfw.engine.packet import Packet
 
 # Netfilter verdicts (linux/netfilter.h) and xtables pseudo-verdicts.
-NF_DROP = 0
-NF_ACCEPT = 1
-NF_STOLEN = 2
-NF_QUEUE = 3
-NF_REPEAT = 4
-NF_VERDICT_MASK = 0xFF
-NF_QUEUE_SHIFT = 16
-NF_VERDICT_FLAG_QUEUE_BYPASS = 0x8000
-XT_CONTINUE = -1  # a non-terminating target: go on with the next rule
-XT_RETURN = -5    # back to the calling chain (NF_REPEAT - 1 - 8 in the kernel's encoding)
+NF_DROP: Final = 0
+NF_ACCEPT: Final = 1
+NF_STOLEN: Final = 2
+NF_QUEUE: Final = 3
+NF_REPEAT: Final = 4
+NF_VERDICT_MASK: Final = 0xFF
+NF_QUEUE_SHIFT: Final = 16
+NF_VERDICT_FLAG_QUEUE_BYPASS: Final = 0x8000
+XT_CONTINUE: Final = -1  # a non-terminating target: go on with the next rule
+XT_RETURN: Final = -5    # back to the calling chain (NF_REPEAT - 1 - 8 in the kernel's encoding)
 
 # enum ip_conntrack_info
-IP_CT_ESTABLISHED = 0
-IP_CT_RELATED = 1
-IP_CT_NEW = 2
-IP_CT_IS_REPLY = 3
-IP_CT_ESTABLISHED_REPLY = 3
-IP_CT_RELATED_REPLY = 4
-IP_CT_UNTRACKED = 7
+IP_CT_ESTABLISHED: Final = 0
+IP_CT_RELATED: Final = 1
+IP_CT_NEW: Final = 2
+IP_CT_IS_REPLY: Final = 3
+IP_CT_ESTABLISHED_REPLY: Final = 3
+IP_CT_RELATED_REPLY: Final = 4
+IP_CT_UNTRACKED: Final = 7
 # Packet.ctinfo when conntrack has no entry for the packet (INVALID).
-IP_CT_NONE = -1
+IP_CT_NONE: Final = -1
 
 # xt_conntrack / xt_state state bits (IP_CT_NUMBER is 5).
-CT_STATE_INVALID = 1 << 0
-CT_STATE_SNAT = 1 << 6
-CT_STATE_DNAT = 1 << 7
-CT_STATE_UNTRACKED = 1 << 8
+CT_STATE_INVALID: Final = 1 << 0
+CT_STATE_SNAT: Final = 1 << 6
+CT_STATE_DNAT: Final = 1 << 7
+CT_STATE_UNTRACKED: Final = 1 << 8
 
 
 def state_bit(ctinfo: int) -> int:
@@ -58,26 +58,26 @@ def state_bit(ctinfo: int) -> int:
 
 
 # enum ip_conntrack_status bits (Conn.status).
-IPS_EXPECTED = 1 << 0
-IPS_SEEN_REPLY = 1 << 1
-IPS_ASSURED = 1 << 2
-IPS_CONFIRMED = 1 << 3
-IPS_SRC_NAT = 1 << 4
-IPS_DST_NAT = 1 << 5
-IPS_SEQ_ADJUST = 1 << 6
-IPS_SRC_NAT_DONE = 1 << 7
-IPS_DST_NAT_DONE = 1 << 8
-IPS_DYING = 1 << 9
-IPS_FIXED_TIMEOUT = 1 << 10
-IPS_TEMPLATE = 1 << 11
-IPS_UNTRACKED = 1 << 12
+IPS_EXPECTED: Final = 1 << 0
+IPS_SEEN_REPLY: Final = 1 << 1
+IPS_ASSURED: Final = 1 << 2
+IPS_CONFIRMED: Final = 1 << 3
+IPS_SRC_NAT: Final = 1 << 4
+IPS_DST_NAT: Final = 1 << 5
+IPS_SEQ_ADJUST: Final = 1 << 6
+IPS_SRC_NAT_DONE: Final = 1 << 7
+IPS_DST_NAT_DONE: Final = 1 << 8
+IPS_DYING: Final = 1 << 9
+IPS_FIXED_TIMEOUT: Final = 1 << 10
+IPS_TEMPLATE: Final = 1 << 11
+IPS_UNTRACKED: Final = 1 << 12
 
 # skb->pkt_type
-PACKET_HOST = 0
-PACKET_BROADCAST = 1
-PACKET_MULTICAST = 2
-PACKET_OTHERHOST = 3
-PACKET_OUTGOING = 4
+PACKET_HOST: Final = 0
+PACKET_BROADCAST: Final = 1
+PACKET_MULTICAST: Final = 2
+PACKET_OTHERHOST: Final = 3
+PACKET_OUTGOING: Final = 4
 
 
 class Env(Protocol):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -50,9 +50,9 @@ from pyfw.wire import ipv4
 from pyfw.wire.frag import exceeds_mtu, fragment, needs_fragment
 from pyfw.wire.ipv4 import decrease_ttl
 
-ETH_P_IP = 0x0800
+ETH_P_IP: Final = 0x0800
 _NAT_HOOKS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
-ETH_P_ARP = 0x0806
+ETH_P_ARP: Final = 0x0806
 BROADCAST_MAC = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
@@ -64,22 +64,40 @@ CT_USERS = frozenset({
 })
 
 
-@dataclass(slots=True)
+# (init=False and a written-out __init__: mypyc compiles it, the one
+# dataclasses would generate runs interpreted; same fields, and defaults
+# for all: copy and deepcopy make a compiled one through cls.__new__(cls),
+# which runs it)
+@dataclass(slots=True, init=False)
 class Emitted:
     iface: str
     frame: bytes
 
+    def __init__(self, iface: str = "", frame: bytes = b"") -> None:
+        self.iface = iface
+        self.frame = frame
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Result:
     """What became of one input frame (slots: one is made per frame)."""
 
     verdict: str | None
     path: str
-    out: str | None = None
-    emitted: list[Emitted] = field(default_factory=list)
-    trace: list[TraceStep] = field(default_factory=list)
-    reason: str | None = None  # why a malformed frame was dropped
+    out: str | None
+    emitted: list[Emitted]
+    trace: list[TraceStep]
+    reason: str | None  # why a malformed frame was dropped
+
+    def __init__(self, verdict: str | None = None, path: str = "", out: str | None = None,
+                 emitted: list[Emitted] | None = None, trace: list[TraceStep] | None = None,
+                 reason: str | None = None) -> None:
+        self.verdict = verdict
+        self.path = path
+        self.out = out
+        self.emitted = [] if emitted is None else emitted
+        self.trace = [] if trace is None else trace
+        self.reason = reason
 
 
 VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN", NF_QUEUE: "STOLEN"}

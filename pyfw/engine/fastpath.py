@@ -282,6 +282,10 @@ class FastPath:
             return e._receive(frame, iface, now, False)
         proto = frame[23]
         if proto == IPPROTO_TCP and len(frame) >= 54:
+            if frame[47] & (TH_SYN | TH_RST):
+                # never an entry (_learn), so no key, no lookup: a new flow's
+                # first packet straight to the slow path
+                return e._receive(frame, iface, now, False)
             key = frame[26:38] + frame[46:48]
         elif proto == IPPROTO_UDP and len(frame) >= 42:
             key = frame[26:38]

@@ -52,7 +52,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "RTN_UNSPEC", "RTN_UNICAST", "RTN_LOCAL", "RTN_BROADCAST", "RTN_ANYCAST", "RTN_MULTICAST",
@@ -64,37 +64,37 @@ __all__ = [
 ]
 
 # enum rtn_type (linux/rtnetlink.h), the values xt_addrtype tests.
-RTN_UNSPEC = 0
-RTN_UNICAST = 1
-RTN_LOCAL = 2
-RTN_BROADCAST = 3
-RTN_ANYCAST = 4
-RTN_MULTICAST = 5
-RTN_BLACKHOLE = 6
-RTN_UNREACHABLE = 7
-RTN_PROHIBIT = 8
-RTN_THROW = 9
-RTN_NAT = 10
-RTN_XRESOLVE = 11
+RTN_UNSPEC: Final = 0
+RTN_UNICAST: Final = 1
+RTN_LOCAL: Final = 2
+RTN_BROADCAST: Final = 3
+RTN_ANYCAST: Final = 4
+RTN_MULTICAST: Final = 5
+RTN_BLACKHOLE: Final = 6
+RTN_UNREACHABLE: Final = 7
+RTN_PROHIBIT: Final = 8
+RTN_THROW: Final = 9
+RTN_NAT: Final = 10
+RTN_XRESOLVE: Final = 11
 RTN_NAMES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast",
              "blackhole", "unreachable", "prohibit", "throw", "nat", "xresolve")
 
 # enum rt_scope_t
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_SITE = 200
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-RT_SCOPE_NOWHERE = 255
+RT_SCOPE_UNIVERSE: Final = 0
+RT_SCOPE_SITE: Final = 200
+RT_SCOPE_LINK: Final = 253
+RT_SCOPE_HOST: Final = 254
+RT_SCOPE_NOWHERE: Final = 255
 
-RT_TABLE_MAIN = 254
-RT_TABLE_LOCAL = 255
+RT_TABLE_MAIN: Final = 254
+RT_TABLE_LOCAL: Final = 255
 
 LOOPBACK = "lo"
-INADDR_LOOPBACK = 0x7F000001
-INADDR_BROADCAST = 0xFFFFFFFF
-IGMP_ALL_HOSTS = 0xE0000001  # every interface joins 224.0.0.1 (ip_mc_up)
-IPPROTO_IGMP = 2
-IFNAMSIZ = 16
+INADDR_LOOPBACK: Final = 0x7F000001
+INADDR_BROADCAST: Final = 0xFFFFFFFF
+IGMP_ALL_HOSTS: Final = 0xE0000001  # every interface joins 224.0.0.1 (ip_mc_up)
+IPPROTO_IGMP: Final = 2
+IFNAMSIZ: Final = 16
 
 _MASKS = tuple(((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF) for n in range(33))
 
@@ -251,7 +251,7 @@ class Route:
         return " ".join(words)
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)
 class RouteResult:
     """A routing decision (struct rtable), as `ip route get` shows it.
 
@@ -262,17 +262,35 @@ class RouteResult:
     answers ICMP unreachable only when forwarding is on).  `error` is the
     errno `ip route get` reports (0 when routed; EINVAL/EXDEV for martians
     and rp_filter, ENETUNREACH/EHOSTUNREACH for no route).
+
+    Not changed once made (hashed by value, as a frozen dataclass is), but
+    not frozen: a frozen dataclass's __init__ sets each field through
+    object.__setattr__, and the input path makes one per new destination;
+    the __init__ is written out so that mypyc compiles it (its defaults
+    let copy make a compiled one through RouteResult.__new__).
     """
 
     type: int
     dev: str
     dst: int
-    src: int = 0
-    gateway: int | None = None
-    route: Route | None = None
-    error: int = 0
-    reason: str = ""
-    redirect: bool = False       # input: would send an ICMP redirect (back out the same link)
+    src: int
+    gateway: int | None
+    route: Route | None
+    error: int
+    reason: str
+    redirect: bool       # input: would send an ICMP redirect (back out the same link)
+
+    def __init__(self, type: int = 0, dev: str = "", dst: int = 0, src: int = 0, gateway: int | None = None,
+                 route: Route | None = None, error: int = 0, reason: str = "", redirect: bool = False) -> None:
+        self.type = type
+        self.dev = dev
+        self.dst = dst
+        self.src = src
+        self.gateway = gateway
+        self.route = route
+        self.error = error
+        self.reason = reason
+        self.redirect = redirect
 
     @property
     def ok(self) -> bool:
@@ -572,28 +590,8 @@ class _Fib:
 def _forward_route(rtype: int, dev: str, dst: int, src: int, gateway: int | None, route: Route,
                    redirect: bool) -> RouteResult:
     """RouteResult(rtype, dev, dst, src, gateway, route, redirect=redirect)
-    for the input path, which makes one per new flow: a frozen dataclass's
-    __init__ sets each field through object.__setattr__, three times the
-    cost of filling the instance dictionary with the same fields (compiled,
-    RouteResult has no instance dictionary and its __init__ is fast)."""
-    if not _DICT_FILL:
-        return RouteResult(rtype, dev, dst, src, gateway, route, redirect=redirect)
-    rr = _new(RouteResult)
-    d = rr.__dict__
-    d["type"] = rtype
-    d["dev"] = dev
-    d["dst"] = dst
-    d["src"] = src
-    d["gateway"] = gateway
-    d["route"] = route
-    d["error"] = 0
-    d["reason"] = ""
-    d["redirect"] = redirect
-    return rr
-
-
-_new = object.__new__
-_DICT_FILL = "__dict__" in vars(RouteResult)  # an interpreted class (not compiled by mypyc)
+    for the input path, which makes one per new flow."""
+    return RouteResult(rtype, dev, dst, src, gateway, route, redirect=redirect)
 
 
 # ---------------------------------------------------------------- Host

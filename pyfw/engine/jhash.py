@@ -8,8 +8,10 @@ words are what a little-endian machine reads from the packet.
 
 from __future__ import annotations
 
-_M = 0xFFFFFFFF
-JHASH_INITVAL = 0xDEADBEEF
+from typing import Final
+
+_M: Final = 0xFFFFFFFF
+JHASH_INITVAL: Final = 0xDEADBEEF
 
 
 def _rol(x: int, k: int) -> int:

@@ -19,7 +19,7 @@ PYFW_NEWFLOW=0 turns it off (A/B runs, tests).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 from pyfw.engine.api import (
     IP_CT_NEW,
@@ -45,8 +45,8 @@ from pyfw.engine.tables import CompiledTable, do_table
 from pyfw.ruleset.model import Counters
 from pyfw.wire.ipv4 import decrease_ttl
 
-_M = 0xFFFF
-_QUEUE_BYPASS = NF_VERDICT_FLAG_QUEUE_BYPASS
+_M: Final = 0xFFFF
+_QUEUE_BYPASS: Final = NF_VERDICT_FLAG_QUEUE_BYPASS
 
 # Engine methods this path stands in for: a subclass overriding one of them
 # (the daemon's, the TAP gateway's) does something there that this path
@@ -239,9 +239,12 @@ class NewFlow:
                 return NF_DROP
         # the routing decision (Engine._input_route's cache, then the host's)
         key = (pkt.src, pkt.dst, pkt.indev, pkt.proto)
-        rr = e._input_routes.get(key)
-        if rr is None:
-            rr = e._input_route(*key)
+        routes = e._input_routes
+        rr = routes.get(key)
+        if rr is None:  # (Engine._input_route without its second lookup)
+            if len(routes) > 65536:
+                routes.clear()
+            rr = routes[key] = e.host.input_route(pkt.src, pkt.dst, pkt.indev, pkt.proto)
         if rr.error or rr.type != RTN_UNICAST or rr.redirect or pkt.extra is not None:
             return e._route_input(pkt, res, None)
         dev = rr.dev

@@ -10,7 +10,7 @@ compiled rule is a handful of attribute reads.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
 from pyfw.engine.api import IP_CT_NONE, PACKET_HOST
 
@@ -19,12 +19,12 @@ _PORTS = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, offset/NS, flags, window
 _U32 = struct.Struct("!I")
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IP_MF = 0x2000
-IP_DF = 0x4000
-IP_OFFMASK = 0x1FFF
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IP_MF: Final = 0x2000
+IP_DF: Final = 0x4000
+IP_OFFMASK: Final = 0x1FFF
 
 
 # every field of a Packet (its __slots__; also what copy() copies)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pyfw.engine.api import NF_ACCEPT, NF_DROP, NF_QUEUE, XT_CONTINUE, XT_RETURN, Env, Hotdrop
 from pyfw.engine.packet import Packet
@@ -19,12 +19,12 @@ from pyfw.ext.base import INV_DSTIP, INV_FRAG, INV_PROTO, INV_SRCIP, INV_VIA_IN,
 from pyfw.ruleset.model import Chain, Counters, Rule, Table
 
 # action kinds of a compiled rule
-A_VERDICT = 0   # arg: verdict int
-A_JUMP = 1      # arg: chain name
-A_GOTO = 2      # arg: chain name
-A_TARGET = 3    # arg: compiled target function
-A_NONE = 4      # no target: count and go on
-A_RETURN = 5
+A_VERDICT: Final = 0   # arg: verdict int
+A_JUMP: Final = 1      # arg: chain name
+A_GOTO: Final = 2      # arg: chain name
+A_TARGET: Final = 3    # arg: compiled target function
+A_NONE: Final = 4      # no target: count and go on
+A_RETURN: Final = 5
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ class CompiledChain:
         return list(index.head), index.candidates
 
 
-INDEX_MIN_RULES = 48
+INDEX_MIN_RULES: Final = 48
 _MASKS = [0] + [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(1, 33)]
 
 

@@ -18,18 +18,18 @@ import enum
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from pyfw.errors import ParameterProblem
 
 # struct ipt_ip invflags bits (IPT_INV_*).
-INV_VIA_IN = 0x01
-INV_VIA_OUT = 0x02
-INV_TOS = 0x04
-INV_SRCIP = 0x08
-INV_DSTIP = 0x10
-INV_FRAG = 0x20
-INV_PROTO = 0x40
+INV_VIA_IN: Final = 0x01
+INV_VIA_OUT: Final = 0x02
+INV_TOS: Final = 0x04
+INV_SRCIP: Final = 0x08
+INV_DSTIP: Final = 0x10
+INV_FRAG: Final = 0x20
+INV_PROTO: Final = 0x40
 
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 

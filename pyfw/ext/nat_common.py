@@ -10,19 +10,19 @@ ints, `flags` are the kernel's NF_NAT_RANGE_* bits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from pyfw.errors import EINVAL, KernelError, ParameterProblem
 from pyfw.ext.base import ArgType, Call, CheckContext, Opt, RuleIp, Target
 from pyfw.ext.types import ip_to_str, service_to_port, strtoul_end
 
 # linux/netfilter/nf_nat.h
-RANGE_MAP_IPS = 1 << 0
-RANGE_PROTO_SPECIFIED = 1 << 1
-RANGE_PROTO_RANDOM = 1 << 2
-RANGE_PERSISTENT = 1 << 3
-RANGE_PROTO_RANDOM_FULLY = 1 << 4
-RANGE_PROTO_OFFSET = 1 << 5
+RANGE_MAP_IPS: Final = 1 << 0
+RANGE_PROTO_SPECIFIED: Final = 1 << 1
+RANGE_PROTO_RANDOM: Final = 1 << 2
+RANGE_PERSISTENT: Final = 1 << 3
+RANGE_PROTO_RANDOM_FULLY: Final = 1 << 4
+RANGE_PROTO_OFFSET: Final = 1 << 5
 
 # Protocols whose rules may name ports (libxt_NAT's portok; ICMP's "port"
 # is the echo id).  The rule's -p at the time the option is read counts,
@@ -30,7 +30,7 @@ RANGE_PROTO_OFFSET = 1 << 5
 PORT_PROTOS = frozenset({6, 17, 132, 33, 1})
 
 
-@dataclass
+@dataclass(slots=True)  # (slots: NAT reads it per new connection)
 class NatRange:
     """One NAT range (nf_nat_range2); the compat revisions keep base_port 0."""
 

@@ -31,7 +31,7 @@ F_FRAG = 0x01
 F_GOTO = 0x02
 
 
-@dataclass
+@dataclass(slots=True)  # (slots: the chain walks count in them)
 class Counters:
     packets: int = 0
     bytes: int = 0

@@ -18,14 +18,16 @@ checksum keeps 0 through NAT (nf_nat_proto's udp_manip_pkt).
 
 from __future__ import annotations
 
+from typing import Final
+
 Buffer = bytes | bytearray | memoryview
 
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_UDPLITE = 136
-IPPROTO_ICMP = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_UDPLITE: Final = 136
+IPPROTO_ICMP: Final = 1
 
-_M = 0xFFFF
+_M: Final = 0xFFFF
 
 
 def _value(data: Buffer) -> int:

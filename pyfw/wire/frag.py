@@ -31,6 +31,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Final
 
 from pyfw.wire import ipv4
 from pyfw.wire.checksum import Buffer, checksum
@@ -39,20 +40,20 @@ _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 
 # enum ip_defrag_users
-IP_DEFRAG_LOCAL_DELIVER = 0
-IP_DEFRAG_CALL_RA_CHAIN = 1
-IP_DEFRAG_CONNTRACK_IN = 2
+IP_DEFRAG_LOCAL_DELIVER: Final = 0
+IP_DEFRAG_CALL_RA_CHAIN: Final = 1
+IP_DEFRAG_CONNTRACK_IN: Final = 2
 IP_DEFRAG_CONNTRACK_OUT = IP_DEFRAG_CONNTRACK_IN + 0xFFFF + 1
 IP_DEFRAG_CONNTRACK_BRIDGE_IN = IP_DEFRAG_CONNTRACK_OUT + 0xFFFF + 1
 
 IPFRAG_TIME = 30.0
-IPFRAG_HIGH_THRESH = 4 * 1024 * 1024
-IPFRAG_LOW_THRESH = 3 * 1024 * 1024
-IPFRAG_MAX_DIST = 64
+IPFRAG_HIGH_THRESH: Final = 4 * 1024 * 1024
+IPFRAG_LOW_THRESH: Final = 3 * 1024 * 1024
+IPFRAG_MAX_DIST: Final = 64
 # Memory accounting: skb truesize of a received fragment and the queue
 # struct, as the kernel's comment counts them (1500 bytes -> 2944, ipq 200).
 # The real truesize depends on the driver; this is the documented estimate.
-IPQ_SIZE = 200
+IPQ_SIZE: Final = 200
 
 
 def truesize(frag_len: int) -> int:

@@ -21,43 +21,43 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pyfw.wire.checksum import Buffer, checksum, udp_update32, update16, update32, verify
 
 # Offsets into the header (struct iphdr).
-VER_IHL = 0
-TOS = 1
-TOT_LEN = 2
-ID = 4
-FRAG_OFF = 6
-TTL = 8
-PROTO = 9
-CHECK = 10
-SRC = 12
-DST = 16
-HLEN = 20
-MAX_HLEN = 60
+VER_IHL: Final = 0
+TOS: Final = 1
+TOT_LEN: Final = 2
+ID: Final = 4
+FRAG_OFF: Final = 6
+TTL: Final = 8
+PROTO: Final = 9
+CHECK: Final = 10
+SRC: Final = 12
+DST: Final = 16
+HLEN: Final = 20
+MAX_HLEN: Final = 60
 
-IP_CE = 0x8000
-IP_DF = 0x4000
-IP_MF = 0x2000
-IP_OFFSET = 0x1FFF
+IP_CE: Final = 0x8000
+IP_DF: Final = 0x4000
+IP_MF: Final = 0x2000
+IP_OFFSET: Final = 0x1FFF
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_UDPLITE = 136
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_UDPLITE: Final = 136
 
-INET_ECN_MASK = 3
-IPTOS_TOS_MASK = 0x1E
-IPTOS_PREC_INTERNETCONTROL = 0xC0
-IPV4_MIN_MTU = 68
-IP_MAX_MTU = 0xFFFF
+INET_ECN_MASK: Final = 3
+IPTOS_TOS_MASK: Final = 0x1E
+IPTOS_PREC_INTERNETCONTROL: Final = 0xC0
+IPV4_MIN_MTU: Final = 68
+IP_MAX_MTU: Final = 0xFFFF
 
 # skb->pkt_type values (as in pyfw.engine.api)
-PACKET_HOST = 0
-PACKET_OTHERHOST = 3
+PACKET_HOST: Final = 0
+PACKET_OTHERHOST: Final = 3
 
 # Drop reasons of ip_rcv_core (the SKB_DROP_REASON_* names) ...
 DROP_OTHERHOST = "OTHERHOST"
@@ -386,20 +386,20 @@ def build(src: int, dst: int, proto: int, payload: Buffer, ttl: int = 64, ident:
 
 
 # ------------------------------------------------------------------ options
-IPOPT_END = 0
-IPOPT_NOOP = 1
-IPOPT_RR = 7
-IPOPT_TIMESTAMP = 68
-IPOPT_SEC = 130
-IPOPT_LSRR = 131
-IPOPT_CIPSO = 134
-IPOPT_SID = 136
-IPOPT_SSRR = 137
-IPOPT_RA = 148
-IPOPT_TS_TSONLY = 0
-IPOPT_TS_TSANDADDR = 1
-IPOPT_TS_PRESPEC = 3
-RTN_UNICAST = 1
+IPOPT_END: Final = 0
+IPOPT_NOOP: Final = 1
+IPOPT_RR: Final = 7
+IPOPT_TIMESTAMP: Final = 68
+IPOPT_SEC: Final = 130
+IPOPT_LSRR: Final = 131
+IPOPT_CIPSO: Final = 134
+IPOPT_SID: Final = 136
+IPOPT_SSRR: Final = 137
+IPOPT_RA: Final = 148
+IPOPT_TS_TSONLY: Final = 0
+IPOPT_TS_TSANDADDR: Final = 1
+IPOPT_TS_PRESPEC: Final = 3
+RTN_UNICAST: Final = 1
 
 
 def option_copied(opt_type: int) -> bool:

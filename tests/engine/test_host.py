@@ -396,7 +396,8 @@ def test_forward_route_is_a_route_result() -> None:
     route = _sample().routes[0]
     fast = _forward_route(1, "eth1", 5, 6, 7, route, True)
     assert fast == RouteResult(1, "eth1", 5, 6, 7, route, redirect=True)
-    assert set(vars(fast)) == {f.name for f in dataclasses.fields(RouteResult)}
+    assert all(getattr(fast, f.name) == getattr(RouteResult(1, "eth1", 5, 6, 7, route, redirect=True), f.name)
+               for f in dataclasses.fields(RouteResult))
 
 
 # ------------------------------------------------------------------ the kernel

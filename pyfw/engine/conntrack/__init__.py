@@ -10,7 +10,7 @@ change its reply tuple), exactly as the kernel's unconfirmed list.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from pyfw.engine.api import (
     IP_CT_ESTABLISHED,
@@ -76,9 +76,9 @@ _ALLOW_CLASH = frozenset({IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_GRE})
 _EVENT_STATUS = IPS_SEEN_REPLY | IPS_ASSURED
 
 # xt_CT flags (pyfw.ext.target_ct) read from a packet's template
-_CT_ZONE_DIR_ORIG = 1 << 2
-_CT_ZONE_DIR_REPL = 1 << 3
-_CT_ZONE_MARK = 1 << 4
+_CT_ZONE_DIR_ORIG: Final = 1 << 2
+_CT_ZONE_DIR_REPL: Final = 1 << 3
+_CT_ZONE_MARK: Final = 1 << 4
 
 
 class Conntrack:

@@ -6,7 +6,7 @@ is RELATED to it (nf_conntrack_inet_error); the rest is INVALID."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pyfw.engine.api import IP_CT_IS_REPLY, IP_CT_RELATED
 from pyfw.engine.conntrack.table import CT_ACCEPT, CT_INVALID, IPPROTO_ICMP, checksum_ok, get_tuple, invert
@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from pyfw.engine.conntrack.conn import Conn
     from pyfw.engine.packet import Packet
 
-NR_ICMP_TYPES = 18
+NR_ICMP_TYPES: Final = 18
 ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})   # icmp_is_err()
 VALID_NEW = frozenset({8, 13, 15, 17})       # echo, timestamp, info, address mask requests
 
 # nf_conntrack_icmpv4_error results
-ICMP_TRACK = 1      # not an error message: track it as its own connection
-ICMP_ERROR = -1     # broken, or quoting nothing we know: no connection
-ICMP_RELATED = 2    # the packet now belongs to a connection (pkt.ct set)
+ICMP_TRACK: Final = 1      # not an error message: track it as its own connection
+ICMP_ERROR: Final = -1     # broken, or quoting nothing we know: no connection
+ICMP_RELATED: Final = 2    # the packet now belongs to a connection (pkt.ct set)
 
 
 def icmp_error(ctk: Conntrack, pkt: Packet, prerouting: bool, zone: int, zdir: int) -> int:

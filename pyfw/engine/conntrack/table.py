@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from typing import Final
 
 from pyfw.engine.api import IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, IPS_SEEN_REPLY
 from pyfw.engine.conntrack.conn import Conn, Tuple, new_tuple
@@ -25,34 +26,34 @@ from pyfw.engine.conntrack.timeouts import (
     TCP_CONNTRACK_TIME_WAIT,
 )
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_GRE = 47
-IPPROTO_SCTP = 132
-IPPROTO_UDPLITE = 136
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_GRE: Final = 47
+IPPROTO_SCTP: Final = 132
+IPPROTO_UDPLITE: Final = 136
 
 # What a protocol tracker returns (the kernel's verdict, negated for invalid).
-CT_ACCEPT = 1       # NF_ACCEPT: the packet belongs to the connection
-CT_DROP = 0         # NF_DROP
-CT_INVALID = -1     # -NF_ACCEPT: not part of the connection: INVALID
-CT_REPEAT = -4      # -NF_REPEAT: connection killed, look up again (TCP reopen)
+CT_ACCEPT: Final = 1       # NF_ACCEPT: the packet belongs to the connection
+CT_DROP: Final = 0         # NF_DROP
+CT_INVALID: Final = -1     # -NF_ACCEPT: not part of the connection: INVALID
+CT_REPEAT: Final = -4      # -NF_REPEAT: connection killed, look up again (TCP reopen)
 
 # status bits beyond pyfw.engine.api's
-IPS_NAT_CLASH = 1 << 12  # shares the UNTRACKED bit, as the kernel does
-IPS_OFFLOAD = 1 << 14
-IPS_HW_OFFLOAD = 1 << 15
+IPS_NAT_CLASH: Final = 1 << 12  # shares the UNTRACKED bit, as the kernel does
+IPS_OFFLOAD: Final = 1 << 14
+IPS_HW_OFFLOAD: Final = 1 << 15
 
 # nf_conntrack_zone dir bits
-ZONE_DIR_ORIG = 1
-ZONE_DIR_REPL = 2
-ZONE_DIR_BOTH = 3
+ZONE_DIR_ORIG: Final = 1
+ZONE_DIR_REPL: Final = 2
+ZONE_DIR_BOTH: Final = 3
 
-NF_CT_EVICTION_RANGE = 8
+NF_CT_EVICTION_RANGE: Final = 8
 
 _PORTS = struct.Struct("!HH")
-_M32 = 0xFFFFFFFF
-_M16 = 0xFFFF
+_M32: Final = 0xFFFFFFFF
+_M16: Final = 0xFFFF
 
 # icmp invmap: request type -> reply type (both ways)
 ICMP_INVMAP: dict[int, int] = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17}

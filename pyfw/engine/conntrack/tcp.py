@@ -10,8 +10,8 @@ Sequence arithmetic is modulo 2**32 (before()/after() compare as s32).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from pyfw.engine.api import IPS_ASSURED, IPS_CONFIRMED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY
 from pyfw.engine.conntrack.table import CT_ACCEPT, CT_INVALID, CT_REPEAT, IPPROTO_TCP, checksum_ok
@@ -42,29 +42,36 @@ STATE_NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE
                "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2")
 
 # enum tcp_bit_set: the event index
-TCP_SYN_SET = 0
-TCP_SYNACK_SET = 1
-TCP_FIN_SET = 2
-TCP_ACK_SET = 3
-TCP_RST_SET = 4
-TCP_NONE_SET = 5
+TCP_SYN_SET: Final = 0
+TCP_SYNACK_SET: Final = 1
+TCP_FIN_SET: Final = 2
+TCP_ACK_SET: Final = 3
+TCP_RST_SET: Final = 4
+TCP_NONE_SET: Final = 5
 
 # ip_ct_tcp_state.flags
-IP_CT_TCP_FLAG_WINDOW_SCALE = 0x01
-IP_CT_TCP_FLAG_SACK_PERM = 0x02
-IP_CT_TCP_FLAG_CLOSE_INIT = 0x04
-IP_CT_TCP_FLAG_BE_LIBERAL = 0x08
-IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED = 0x10
-IP_CT_TCP_FLAG_MAXACK_SET = 0x20
-IP_CT_EXP_CHALLENGE_ACK = 0x40
-IP_CT_TCP_SIMULTANEOUS_OPEN = 0x80
+IP_CT_TCP_FLAG_WINDOW_SCALE: Final = 0x01
+IP_CT_TCP_FLAG_SACK_PERM: Final = 0x02
+IP_CT_TCP_FLAG_CLOSE_INIT: Final = 0x04
+IP_CT_TCP_FLAG_BE_LIBERAL: Final = 0x08
+IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED: Final = 0x10
+IP_CT_TCP_FLAG_MAXACK_SET: Final = 0x20
+IP_CT_EXP_CHALLENGE_ACK: Final = 0x40
+IP_CT_TCP_SIMULTANEOUS_OPEN: Final = 0x80
 
 # tcp_in_window results
-NFCT_TCP_IGNORE = 0
-NFCT_TCP_INVALID = 1
-NFCT_TCP_ACCEPT = 2
+NFCT_TCP_IGNORE: Final = 0
+NFCT_TCP_INVALID: Final = 1
+NFCT_TCP_ACCEPT: Final = 2
 
-TH_FIN, TH_SYN, TH_RST, TH_PSH, TH_ACK, TH_URG, TH_ECE, TH_CWR = 1, 2, 4, 8, 16, 32, 64, 128
+TH_FIN: Final = 1
+TH_SYN: Final = 2
+TH_RST: Final = 4
+TH_PSH: Final = 8
+TH_ACK: Final = 16
+TH_URG: Final = 32
+TH_ECE: Final = 64
+TH_CWR: Final = 128
 
 sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2 = range(10)
 sIV = TCP_CONNTRACK_MAX
@@ -96,13 +103,13 @@ _VALID = {TH_SYN, TH_SYN | TH_URG, TH_SYN | TH_ACK, TH_RST, TH_RST | TH_ACK, TH_
           TH_FIN | TH_ACK | TH_URG, TH_ACK, TH_ACK | TH_URG}
 TCP_VALID_FLAGS: tuple[bool, ...] = tuple(i in _VALID for i in range(0x40))
 
-MAXACKWINCONST = 66000
+MAXACKWINCONST: Final = 66000
 # tcp_ack_fast's connections: confirmed, answered and assured (so the
 # segment changes no status bit)
 _LANE_STATUS = IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED
 _LANE_WANT = _LANE_STATUS
-TCP_MAX_WSCALE = 14
-_M = 0xFFFFFFFF
+TCP_MAX_WSCALE: Final = 14
+_M: Final = 0xFFFFFFFF
 
 
 def before(a: int, b: int) -> bool:
@@ -114,33 +121,59 @@ def after(a: int, b: int) -> bool:
     return ((b - a) & _M) >= 0x80000000
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TcpPeer:
     """struct ip_ct_tcp_state: what one side has sent."""
 
-    td_end: int = 0      # max(seq + len) seen
-    td_maxend: int = 0   # max(ack + max(win, 1)) seen from the other side
-    td_maxwin: int = 0   # max(win) seen
-    td_maxack: int = 0   # max(ack) seen
-    td_scale: int = 0    # window scale factor
-    flags: int = 0
+    td_end: int      # max(seq + len) seen
+    td_maxend: int   # max(ack + max(win, 1)) seen from the other side
+    td_maxwin: int   # max(win) seen
+    td_maxack: int   # max(ack) seen
+    td_scale: int    # window scale factor
+    flags: int
+
+    # (written out, not generated, here and in TcpState: mypyc compiles
+    # these; each new TCP connection makes one TcpState and two peers)
+    def __init__(self, td_end: int = 0, td_maxend: int = 0, td_maxwin: int = 0, td_maxack: int = 0,
+                 td_scale: int = 0, flags: int = 0) -> None:
+        self.td_end = td_end
+        self.td_maxend = td_maxend
+        self.td_maxwin = td_maxwin
+        self.td_maxack = td_maxack
+        self.td_scale = td_scale
+        self.flags = flags
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TcpState:
     """struct ip_ct_tcp: Conn.proto_state of a TCP connection."""
 
-    state: int = TCP_CONNTRACK_NONE
-    seen: list[TcpPeer] = field(default_factory=lambda: [TcpPeer(), TcpPeer()])
-    last_dir: int = 0
-    retrans: int = 0
-    last_index: int = 0
-    last_seq: int = 0
-    last_ack: int = 0
-    last_end: int = 0
-    last_win: int = 0
-    last_wscale: int = 0
-    last_flags: int = 0
+    state: int
+    seen: list[TcpPeer]
+    last_dir: int
+    retrans: int
+    last_index: int
+    last_seq: int
+    last_ack: int
+    last_end: int
+    last_win: int
+    last_wscale: int
+    last_flags: int
+
+    def __init__(self, state: int = TCP_CONNTRACK_NONE, seen: list[TcpPeer] | None = None, last_dir: int = 0,
+                 retrans: int = 0, last_index: int = 0, last_seq: int = 0, last_ack: int = 0, last_end: int = 0,
+                 last_win: int = 0, last_wscale: int = 0, last_flags: int = 0) -> None:
+        self.state = state
+        self.seen = [TcpPeer(), TcpPeer()] if seen is None else seen
+        self.last_dir = last_dir
+        self.retrans = retrans
+        self.last_index = last_index
+        self.last_seq = last_seq
+        self.last_ack = last_ack
+        self.last_end = last_end
+        self.last_win = last_win
+        self.last_wscale = last_wscale
+        self.last_flags = last_flags
 
 
 def get_conntrack_index(flags: int) -> int:

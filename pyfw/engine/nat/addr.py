@@ -10,12 +10,12 @@ scope, the others universe scope, as `ip addr add` gives them.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from pyfw.engine.host import Host
 
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_HOST = 254
+RT_SCOPE_UNIVERSE: Final = 0
+RT_SCOPE_HOST: Final = 254
 
 
 class Ifa(NamedTuple):

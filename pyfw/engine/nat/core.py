@@ -18,7 +18,7 @@ jhash: those choices are the kernel's exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from pyfw.engine.api import (
     IP_CT_IS_REPLY,
@@ -69,15 +69,15 @@ RANGE_PROTO_RANDOM_ALL = RANGE_PROTO_RANDOM | RANGE_PROTO_RANDOM_FULLY
 IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT
 IPS_NAT_DONE_MASK = IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE
 
-NF_NAT_MAX_ATTEMPTS = 128
+NF_NAT_MAX_ATTEMPTS: Final = 128
 NF_NAT_HARDER_THRESH = NF_NAT_MAX_ATTEMPTS // 4
 
 # enum tcp_conntrack values the port search looks at
-TCP_CONNTRACK_SYN_SENT = 1
-TCP_CONNTRACK_TIME_WAIT = 7
+TCP_CONNTRACK_SYN_SENT: Final = 1
+TCP_CONNTRACK_TIME_WAIT: Final = 7
 
-ICMP_REDIRECT = 5
-INADDR_LOOPBACK = 0x7F000001
+ICMP_REDIRECT: Final = 5
+INADDR_LOOPBACK: Final = 0x7F000001
 
 # Hooks whose nat chain makes source bindings (HOOK2MANIP).
 SRC_HOOKS = frozenset({"POSTROUTING", "INPUT"})
@@ -380,18 +380,25 @@ class Nat:
     def _sweep(self, current: Conn) -> None:
         """Drop the by-source entries of connections that are gone (the
         table need not tell NAT about every deletion): amortised, the index
-        stays proportional to the live connections."""
+        stays proportional to the live connections.  (_alive written out,
+        with the table's lookup found once: this visits every entry.)"""
         keep: dict[tuple[int, int, int, int], list[Conn]] = {}
-        alive = self._alive
+        fn = getattr(self.index, "lookup", None)
+        want = IPS_CONFIRMED | IPS_DYING
         for key, lst in self._bysource.items():
-            if len(lst) == 1:
-                c = lst[0]
-                if c is current or alive(c):
-                    keep[key] = lst
-                continue
-            live = [c for c in lst if c is current or alive(c)]
+            live = []
+            for c in lst:
+                if c is current:
+                    live.append(c)
+                elif c.status & want == IPS_CONFIRMED:
+                    if fn is None or c.zone:
+                        live.append(c)
+                    else:
+                        found = fn(c.orig)
+                        if found is not None and found[0] is c:
+                            live.append(c)
             if live:
-                keep[key] = live
+                keep[key] = lst if len(live) == len(lst) else live
         self._bysource = keep
         self._sweep_at = max(4096, 2 * len(keep))
 

@@ -11,24 +11,25 @@ same order keeps the result byte-identical to what Linux sends.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from pyfw.engine.conntrack.conn import Tuple
 
-MANIP_SRC = 0
-MANIP_DST = 1
+MANIP_SRC: Final = 0
+MANIP_DST: Final = 1
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_GRE = 47
-IPPROTO_SCTP = 132
-IPPROTO_UDPLITE = 136
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_GRE: Final = 47
+IPPROTO_SCTP: Final = 132
+IPPROTO_UDPLITE: Final = 136
 
 # ICMP types that carry an identifier (icmp_manip_pkt's list); errors and
 # everything else keep their bytes 4-5.
 ICMP_ID_TYPES = frozenset({0, 8, 13, 14, 15, 16, 17, 18})
 
-_M32 = 0xFFFFFFFF
+_M32: Final = 0xFFFFFFFF
 
 
 def _add32(a: int, b: int) -> int:
