@@ -7,7 +7,8 @@ The rules are rulesets/home-gateway.rules (MASQUERADE out, a port forward,
 FORWARD policy DROP with an ESTABLISHED rule).  Modes: "kernel" loads them
 with iptables-legacy-restore in gw; "pyfw" runs the daemon with them
 (reading the queue with pyfw.daemon.nfqnl); "pyfw-binding" the same daemon
-on the NetfilterQueue C binding; "pyfw-slow" without the engine's fast path;
+on the NetfilterQueue C binding; "pyfw-slow" without the engine's fast path; "pyfw-source" the daemon
+with PYFW_NATIVE=0 (no mypyc build: A/B of the compiled modules);
 "pyfw-nonat" (UDP only) with the filter rules alone, no NAT, so that each
 packet is queued once; "bare" and "bare-nfqnl" (UDP only) are the
 kernel doing the rules behind a Python NFQUEUE loop that only accepts, on
@@ -244,6 +245,11 @@ class Daemon:
         self.p.send_signal(signal.SIGTERM)
         self.p.wait(timeout=30)
         self.log.close()
+        # a figure counts only if the engine and the adapter never failed on a packet
+        last = [ln for ln in (self.lab.work / "daemon.log").read_text().splitlines() if "stopped (" in ln][-1:]
+        bad = re.findall(r"\b((?:engine|adapter)_error \d+)", last[0]) if last else ["no 'stopped' line"]
+        if bad:
+            print(f"bench_daemon: the daemon counted {', '.join(bad)}: its figures are not valid", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -264,6 +270,7 @@ MODES = {"kernel": kernel_mode, "pyfw": pyfw_mode, "bare": bare_mode,
          "bare-payload": lambda lab: bare_mode(lab, "bare-payload"),
          "pyfw-binding": lambda lab: pyfw_mode(lab, {"PYFW_NFQUEUE_BINDING": "netfilterqueue"}),
          "pyfw-slow": lambda lab: pyfw_mode(lab, {"PYFW_FASTPATH": "0"}),
+         "pyfw-source": lambda lab: pyfw_mode(lab, {"PYFW_NATIVE": "0"}),
          "pyfw-nonat": lambda lab: pyfw_mode(lab, no_nat=True)}
 UDP_ONLY = ("bare", "bare-nfqnl", "bare-payload", "pyfw-nonat")  # (without NAT, wan has no way back to lan)
 

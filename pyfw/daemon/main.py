@@ -168,7 +168,7 @@ def main(argv: list[str]) -> int:
     from pyfw.daemon.control import ControlServer, LiveStore
     from pyfw.daemon.ctops import CtSource
     from pyfw.daemon.hostinfo import read_host
-    from pyfw.daemon.nfqueue import QUEUE_LEN, Adapter, LiveEngine
+    from pyfw.daemon.nfqueue import QUEUE_LEN, Adapter, LiveEngine, settle_gc
 
     _sink = sink = LogSink(args.syslog)
     try:
@@ -247,6 +247,7 @@ def main(argv: list[str]) -> int:
              f"{'fail-open' if args.fail_open else 'fail-closed'}, forwarded IPv6 {args.ipv6}, "
              f"source NAT in {'one pass' if adapter.local_source is not None else 'two passes'}"
              + (f", took over from a stopped daemon ({took} stale kernel rules removed)" if stale else ""))
+        settle_gc()
         notify("READY=1")
         watch = _watch(overrides)
         # descriptors, not objects: select would call each one's fileno() at every wakeup

@@ -20,54 +20,69 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_QUEUE = 3
-NFQNL_MSG_PACKET = NFNL_SUBSYS_QUEUE << 8 | 0
-NFQNL_MSG_VERDICT = NFNL_SUBSYS_QUEUE << 8 | 1
-NFQNL_MSG_CONFIG = NFNL_SUBSYS_QUEUE << 8 | 2
-NFQNL_MSG_VERDICT_BATCH = NFNL_SUBSYS_QUEUE << 8 | 3
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
+from mypy_extensions import mypyc_attr
+
+NETLINK_NETFILTER: Final = 12
+NFNL_SUBSYS_QUEUE: Final = 3
+NFQNL_MSG_PACKET: Final = NFNL_SUBSYS_QUEUE << 8 | 0
+NFQNL_MSG_VERDICT: Final = NFNL_SUBSYS_QUEUE << 8 | 1
+NFQNL_MSG_CONFIG: Final = NFNL_SUBSYS_QUEUE << 8 | 2
+NFQNL_MSG_VERDICT_BATCH: Final = NFNL_SUBSYS_QUEUE << 8 | 3
+NLMSG_ERROR: Final = 2
+NLM_F_REQUEST: Final = 0x1
+NLM_F_ACK: Final = 0x4
 # attributes of a packet message, and of a verdict
-NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_MARK = 1, 2, 3
-NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV = 5, 6
-NFQA_HWADDR, NFQA_PAYLOAD = 9, 10
-NFQA_SKB_INFO = 14
+NFQA_PACKET_HDR: Final = 1
+NFQA_VERDICT_HDR: Final = 2
+NFQA_MARK: Final = 3
+NFQA_IFINDEX_INDEV: Final = 5
+NFQA_IFINDEX_OUTDEV: Final = 6
+NFQA_HWADDR: Final = 9
+NFQA_PAYLOAD: Final = 10
+NFQA_SKB_INFO: Final = 14
 # NFQA_SKB_INFO's flags (only with NFQA_CFG_F_GSO): the transport checksum is
 # not computed yet (CHECKSUM_PARTIAL: the field holds the pseudo-header sum),
 # a GSO super-packet, a checksum no one verified (the attribute is absent when
 # the kernel trusts the checksum: skb_csum_unnecessary)
-NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, NFQA_SKB_CSUM_NOTVERIFIED = 0x1, 0x2, 0x4
+NFQA_SKB_CSUMNOTREADY: Final = 0x1
+NFQA_SKB_GSO: Final = 0x2
+NFQA_SKB_CSUM_NOTVERIFIED: Final = 0x4
 # attributes and values of a config message
-NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN, NFQA_CFG_MASK, NFQA_CFG_FLAGS = 1, 2, 3, 4, 5
-NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
-NFQNL_COPY_PACKET = 2
-NFQA_CFG_F_FAIL_OPEN = 0x1
-NFQA_CFG_F_GSO = 0x4
-SKB_INFO_UNKNOWN = -1  # a queue without NFQA_CFG_F_GSO: the kernel says nothing of checksums
-NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
+NFQA_CFG_CMD: Final = 1
+NFQA_CFG_PARAMS: Final = 2
+NFQA_CFG_QUEUE_MAXLEN: Final = 3
+NFQA_CFG_MASK: Final = 4
+NFQA_CFG_FLAGS: Final = 5
+NFQNL_CFG_CMD_BIND: Final = 1
+NFQNL_CFG_CMD_UNBIND: Final = 2
+NFQNL_COPY_PACKET: Final = 2
+NFQA_CFG_F_FAIL_OPEN: Final = 0x1
+NFQA_CFG_F_GSO: Final = 0x4
+SKB_INFO_UNKNOWN: Final = -1  # a queue without NFQA_CFG_F_GSO: the kernel says nothing of checksums
+NF_DROP: Final = 0
+NF_ACCEPT: Final = 1
+NF_REPEAT: Final = 4
 
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-COPY_RANGE = 0xFFFF           # whole packets (the kernel caps it at its own maximum)
-RECV_BUFFER = 0x10000 + 4096  # one message: a whole packet and its attributes
-RCVBUF = 8 << 20              # the socket's receive buffer: a burst waits there, not dropped
-BATCH = 256                   # packets served per wakeup before their verdicts go out
-FLUSH_BYTES = 96 * 1024       # ... or once this many bytes of verdicts wait (under the socket's sndbuf)
+SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
+COPY_RANGE: Final = 0xFFFF           # whole packets (the kernel caps it at its own maximum)
+RECV_BUFFER: Final = 0x10000 + 4096  # one message: a whole packet and its attributes
+RCVBUF: Final = 8 << 20              # the socket's receive buffer: a burst waits there, not dropped
+BATCH: Final = 256                   # packets served per wakeup before their verdicts go out
+FLUSH_BYTES: Final = 96 * 1024       # ... or once this many bytes of verdicts wait (under the socket's sndbuf)
 
-htonl = socket.htonl
-_NLMSG = struct.Struct("=IHHII")
-_LEN_TYPE = struct.Struct("=IH")
-_ATTR = struct.Struct("=HH")
-_BE32 = struct.Struct("!I")
-_PKT_HDR = struct.Struct("!IHB")
+htonl: Final = socket.htonl
+_NLMSG: Final = struct.Struct("=IHHII")
+_LEN_TYPE: Final = struct.Struct("=IH")
+_ATTR: Final = struct.Struct("=HH")
+_BE32: Final = struct.Struct("!I")
+_PKT_HDR: Final = struct.Struct("!IHB")
 # nlmsghdr, nfgenmsg (family, version, res_id as stored) and NFQA_VERDICT_HDR, in one
-_VERDICT = struct.Struct("=IHHIIBBHHHII")
-_VERDICT_PAYLOAD = struct.Struct("=IHHIIBBHHHIIHH")  # ... and the payload attribute's header
-_NF_ACCEPT_BE = socket.htonl(1)
-_MARK_ATTR = struct.Struct("=HHI")
+_VERDICT: Final = struct.Struct("=IHHIIBBHHHII")
+_VERDICT_PAYLOAD: Final = struct.Struct("=IHHIIBBHHHIIHH")  # ... and the payload attribute's header
+_NF_ACCEPT_BE: Final = socket.htonl(1)
+_MARK_ATTR: Final = struct.Struct("=HHI")
 # the attributes' headers of a packet message as the kernel lays out one that
 # came in from an Ethernet device at PREROUTING without a mark: PACKET_HDR,
 # IFINDEX_INDEV, HWADDR, then PAYLOAD (nfqnl_build_packet_message's order)
@@ -76,8 +91,8 @@ _MARK_ATTR = struct.Struct("=HHI")
 # -- and on to offset 68, where with F_GSO the same message has NFQA_SKB_INFO
 # before PAYLOAD (a checksum the kernel did not verify, or has not computed):
 # its value, then PAYLOAD's header (read in the same unpack, used or not)
-_COMMON_HEAD = struct.Struct("=HHIHBxHHIHH4x8sHHIHH")
-_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
+_COMMON_HEAD: Final = struct.Struct("=HHIHBxHHIHH4x8sHHIHH")
+_PAD: Final = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -165,8 +180,10 @@ class QueuedPacket:
         self._queue.verdict(self.id, NF_REPEAT, self._new_payload, self._new_mark)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NfQueue:
-    """A netlink socket bound to one NFQUEUE number."""
+    """A netlink socket bound to one NFQUEUE number (`sock`: a stand-in for
+    it, tests; a compiled module's class has no __dict__ to fill in)."""
 
     # a handler tried first with each packet's fields, before any QueuedPacket
     # is made: True when it gave the verdict itself (verdict/accept_plain)
@@ -174,9 +191,11 @@ class NfQueue:
     requeue = False  # a QueuedPacket was accepted since the last flush: its packet may come back at once
     gso = False  # NFQA_CFG_F_GSO is set: packets carry NFQA_SKB_INFO, super-packets come whole
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        self.sock.bind((0, 0))
+    def __init__(self, sock: Any = None) -> None:
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            sock.bind((0, 0))
+        self.sock: Any = sock
         self.num: int | None = None
         self.callback: Callable[[QueuedPacket], Any] | None = None
         self.stats = {"packets": 0, "enobufs": 0, "errors": 0, "batches": 0}

@@ -12,11 +12,12 @@ our own OUTPUT rule does not queue them again.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, Final
 
 from pyfw.daemon.nfqnl import (
     NF_DROP,
@@ -33,14 +34,14 @@ from pyfw.engine.engine import Emitted, Engine, Result
 from pyfw.engine.packet import Packet
 from pyfw.tap import vnet
 
-__all__ = ["OWN_MARK", "OWN_MASK", "POST_MARK", "Adapter", "LiveEngine"]
+__all__ = ["OWN_MARK", "OWN_MASK", "POST_MARK", "Adapter", "LiveEngine", "settle_gc"]
 
-NF_IP_PRE_ROUTING = 0
-NF_IP_LOCAL_OUT = 3
-NF_IP_POST_ROUTING = 4
-MAX_PENDING = 65536
-QUEUE_LEN = 8192  # packets the kernel holds for us before the fail mode applies
-RCVBUF = 16 << 20  # the queue socket's receive buffer (a burst waits there)
+NF_IP_PRE_ROUTING: Final = 0
+NF_IP_LOCAL_OUT: Final = 3
+NF_IP_POST_ROUTING: Final = 4
+MAX_PENDING: Final = 65536
+QUEUE_LEN: Final = 8192  # packets the kernel holds for us before the fail mode applies
+RCVBUF: Final = 16 << 20  # the queue socket's receive buffer (a burst waits there)
 
 
 class LiveEngine(Engine):
@@ -67,8 +68,8 @@ class LiveEngine(Engine):
     def load(self, ruleset: Any) -> None:
         # NFLOG's packets have no ulogd here: they become lines like LOG's
         # (the NFLOG target binds env.nflog when it compiles)
-        setattr(self.env, "nflog", self._nflog)  # noqa: B010
-        setattr(self.env, "log_level", self._log_level)  # noqa: B010  (LOG's --log-level for syslog)
+        self.env.nflog_to = self._nflog
+        self.env.log_level = self._log_level  # (LOG's --log-level for syslog)
         super().load(ruleset)
 
     def set_host(self, host: Any) -> int:
@@ -93,6 +94,15 @@ class LiveEngine(Engine):
         if killed:
             self.stats["masq-flushed"] = self.stats.get("masq-flushed", 0) + killed
         return killed
+
+    def fresh(self) -> None:
+        """Before each packet: nothing delivered, marked or sent yet.  (A
+        method, not assignments in the adapter: mypyc would take a read of
+        `mark` after `mark = None` in the same function to be None.)"""
+        self.delivered = None
+        self.own_frames = -1  # left so by the fast path: every frame is the packet's own
+        self.mark = None
+        self.out_pkt = None
 
     def _log_level(self, text: str, level: int) -> None:
         self.level_lines.append((level, text))
@@ -133,6 +143,23 @@ class LiveEngine(Engine):
             self._flushing = False
 
 
+# the collector's youngest generation: collected after this many more objects
+# made than freed (Python's default, 700, means every few hundred packets
+# that leave a connection or an entry behind)
+GC_GEN0: Final = 20000
+
+
+def settle_gc() -> None:
+    """Once the daemon is up (ruleset compiled, host read, queue bound): what
+    it made so far lives as long as it does, so gc.freeze moves it out of
+    every later collection's walk, and the youngest generation is let grow
+    larger between collections (the packet path makes no reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    _t0, t1, t2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0, t1, t2)
+
+
 def _gone(old: Any, new: Any) -> dict[str, set[int] | None]:
     """Per interface of `old`, the IPv4 addresses `new` no longer has on it
     (None: the interface itself is gone)."""
@@ -164,14 +191,14 @@ def _ttl_back(frame: bytes) -> bytes:
     return b"".join((frame[14:22], _TTL_CK.pack(ttl + 1, frame[23], c), frame[26:]))
 
 
-_TTL_CK = struct.Struct("!BBH")
-_CK = struct.Struct("!H")
-_CSUM_AT = {6: 16, 17: 6}  # the transport checksum's place after the IP header, by protocol
-_VOUCHED: dict[str, Any] = {"csum_unnecessary": True}
+_TTL_CK: Final = struct.Struct("!BBH")
+_CK: Final = struct.Struct("!H")
+_CSUM_AT: Final = {6: 16, 17: 6}  # the transport checksum's place after the IP header, by protocol
+_VOUCHED: Final = {"csum_unnecessary": True}
 # a super-packet's segment size is not in the queue's message: the engine's
 # MTU check (gso_netlen) sees IPv4's least MTU, the kernel's ip_forward
 # checks the real segments after our verdict
-_GSO: dict[str, Any] = {"csum_unnecessary": True, "gso": True, "gso_netlen": 68}
+_GSO: Final = {"csum_unnecessary": True, "gso": True, "gso_netlen": 68}
 
 
 def _receive_checked(eng: Engine, frame: bytes, iface: str, now: float, info: int) -> Result:
@@ -295,11 +322,19 @@ class Adapter:
         self._names: dict[int, str] = {}
         self._host_seen = engine.host  # the caches below belong to this host
         self._heads: dict[tuple[str, bytes | None], bytes] = {}
+        # local_source's answers, per in-device (it is asked once per device)
+        self._src_ok: dict[str, bool] = {}
+        self._src_of: Any = None  # the local_source they came from
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, OWN_MARK)
-        self.nfq: Any = _queue_class()()
+        # (looked up by name, so that a test can stand in a fake queue: a
+        # compiled module calls its own functions directly)
+        self.nfq: Any = globals()["_queue_class"]()()
         self.nfq.bind(num, self._packet, max_len=queue_len)
+        # the same queue typed, for _fast's verdicts (a compiled module calls it directly)
+        self._q: NfQueue | None = None
         if isinstance(self.nfq, NfQueue):
+            self._q = self.nfq
             self.nfq.fast = self._fast
         self.problems = configure(self.fileno(), num, fail_open, rcvbuf)
 
@@ -326,6 +361,18 @@ class Adapter:
                 name = f"if{index}"
             self._names[index] = name
         return name
+
+    def _one_pass(self, iface: str) -> bool:
+        """Whether the kernel takes a packet from `iface` with the engine's new
+        (local) source at PREROUTING: local_source's answer, remembered."""
+        ls = self.local_source
+        if ls is not self._src_of:
+            self._src_of = ls
+            self._src_ok.clear()
+        ok = self._src_ok.get(iface)
+        if ok is None:
+            ok = self._src_ok[iface] = ls is not None and bool(ls(iface))
+        return ok
 
     def _head(self, iface: str, hw: bytes | None) -> bytes:
         """The Ethernet header the frame had, as far as the queue tells it:
@@ -371,14 +418,12 @@ class Adapter:
             return
         eng = self.engine
         now = time.monotonic()
-        eng.delivered = None
-        eng.own_frames = -1  # left so by the fast path: every frame is the packet's own
-        eng.mark = None
-        eng.out_pkt = None
+        eng.fresh()
         if eng.host is not self._host_seen:
             self._host_seen = eng.host
             self._names.clear()
             self._heads.clear()
+            self._src_ok.clear()
             if self.local_source is not None:
                 self.local_source.clear()
         if qp.hook == NF_IP_LOCAL_OUT:
@@ -407,10 +452,7 @@ class Adapter:
         if head is None:
             return False
         try:
-            eng.delivered = None
-            eng.own_frames = -1
-            eng.mark = None
-            eng.out_pkt = None
+            eng.fresh()
             res = _receive_checked(eng, head + data, iface, time.monotonic(), info)
             if eng.level_lines or eng.logs:
                 self._lines()
@@ -418,7 +460,7 @@ class Adapter:
             if (res.verdict == "ACCEPT" and res.path == "forward" and len(em) == 1 and eng.own_frames in (-1, 1)
                     and not eng.mark and res.out != "lo"):
                 frame = em[0].frame
-                if frame[26:30] == data[12:16] or (self.local_source is not None and self.local_source(iface)):
+                if frame[26:30] == data[12:16] or self._one_pass(iface):
                     # _ttl_back inline: TTL one higher, its checksum updated (RFC 1624)
                     ttl = frame[22]
                     at = _CSUM_AT.get(frame[23], 0) if info == NFQA_SKB_CSUMNOTREADY else 0
@@ -446,12 +488,14 @@ class Adapter:
                             new = b"".join((frame[14:22], ttl_ck, frame[26:]))
                     stats = self.stats
                     stats["accept"] = stats.get("accept", 0) + 1
+                    q = self._q
+                    assert q is not None  # (_fast is an NfQueue's handler)
                     if new == data:
-                        self.nfq.accept_plain(pid)
+                        q.accept_plain(pid)
                     else:
                         if info > 0 and not at:
                             new = finish_checksum(new, info)
-                        self.nfq.accept_payload(pid, new)
+                        q.accept_payload(pid, new)
                     return True
             self._give(QueuedPacket(self.nfq, *f), data, res)
         except Exception:
@@ -484,8 +528,7 @@ class Adapter:
                 self._count("forward-no-packet")
                 qp.drop()
                 return
-            if frame[26:30] != data[12:16] and (
-                    self.local_source is None or not self.local_source(self._name(qp.indev))):
+            if frame[26:30] != data[12:16] and not self._one_pass(self._name(qp.indev)):
                 # A new source address (SNAT, a DNAT's replies) is applied
                 # after the kernel's routing, which would drop a packet
                 # arriving with a local source (unless accept_local lets it,

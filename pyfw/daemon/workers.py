@@ -34,6 +34,8 @@ its workers a closed pipe, on which they exit.
 from __future__ import annotations
 
 import contextlib
+import copyreg
+import dataclasses
 import importlib
 import os
 import pickle
@@ -89,6 +91,27 @@ def zero_counters(ruleset: Ruleset) -> None:
 
 
 # ------------------------------------------------------------------ worker side
+def _by_fields(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A dataclass instance pickled as the call that makes it again."""
+    return type(obj), tuple(getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init)
+
+
+def _picklable_hosts() -> None:
+    """A Host goes to the workers over their pipes (set_host).  Compiled
+    (mypyc), its classes have no __dict__ and their frozen dataclasses
+    refuse the setattr of pickle's default way: each is pickled as the
+    constructor call that makes it again (Host's caches rebuilt by its
+    __post_init__), the same compiled or not."""
+    from pyfw.engine import host as host_module
+
+    for cls in vars(host_module).values():
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == host_module.__name__:
+            copyreg.pickle(cls, _by_fields)
+
+
+_picklable_hosts()
+
+
 def set_host(worker: Worker, host: Any) -> None:
     """The host read again after a netlink event (a `call` function takes the worker)."""
     engine: Any = worker.engine
@@ -163,6 +186,9 @@ class Worker:
         return ("error", f"unknown request {what!r}")
 
     def run(self) -> None:
+        from pyfw.daemon.nfqueue import settle_gc
+
+        settle_gc()
         waitables: list[Any] = [self.adapter, self.conn]
         while True:
             try:

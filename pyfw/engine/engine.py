@@ -109,6 +109,11 @@ class EngineEnv:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._shared: dict[tuple[str, str], Any] = {}
+        # what an engine that logs elsewhere sets (the daemon's, the TAP
+        # gateway's): NFLOG's packets handed to nflog_to rather than kept in
+        # engine.nflogs, and LOG's lines with their --log-level (target_log)
+        self.nflog_to: Callable[[int, str, Packet], None] | None = None
+        self.log_level: Callable[[str, int], None] | None = None
 
     @property
     def host(self) -> Any:
@@ -134,6 +139,9 @@ class EngineEnv:
         return self._engine.nat
 
     def nflog(self, group: int, prefix: str, pkt: Packet) -> None:
+        if self.nflog_to is not None:
+            self.nflog_to(group, prefix, pkt)
+            return
         self._engine.nflogs.append((self._engine.now, group, prefix))
 
     def reject_sent(self) -> None:

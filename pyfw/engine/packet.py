@@ -161,10 +161,11 @@ class Packet:
         return self.tot_len - self.ihl
 
     def copy(self) -> Packet:
-        p = Packet.__new__(Packet)
+        # (made through __init__: a compiled class's __new__ runs it too)
+        p = Packet(bytearray(self.data))
         for name in _PACKET_SLOTS:
-            setattr(p, name, getattr(self, name))
-        p.data = bytearray(self.data)
+            if name != "data":
+                setattr(p, name, getattr(self, name))
         return p
 
     def __repr__(self) -> str:

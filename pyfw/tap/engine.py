@@ -76,8 +76,8 @@ class TapEngine(Engine):
     def load(self, ruleset: Any) -> None:
         # LOG keeps its --log-level and NFLOG (no ulogd here) becomes a line
         # like LOG's, for the daemon's log sink (take_lines)
-        setattr(self.env, "nflog", self._nflog)  # noqa: B010
-        setattr(self.env, "log_level", self._log_level)  # noqa: B010
+        self.env.nflog_to = self._nflog
+        self.env.log_level = self._log_level
         super().load(ruleset)
 
     def _log_level(self, text: str, level: int) -> None:

@@ -52,14 +52,7 @@ class Kernel(FakeSocket):
 
 class FakeQueue(nfqnl.NfQueue):
     def __init__(self) -> None:  # no netlink socket
-        self.sock = Kernel()  # type: ignore[assignment]
-        self.num = None
-        self.callback = None
-        self.stats = dict.fromkeys(("packets", "enobufs", "errors", "batches"), 0)
-        self._buf = bytearray(nfqnl.RECV_BUFFER)
-        self._mv = memoryview(self._buf)
-        self._out, self._out_bytes, self._plain, self.held = [], 0, [], set()
-        self._res_id, self._seq = 0, 1
+        super().__init__(Kernel())
 
     def bind(self, queue_num, user_callback, max_len=0, **kw) -> None:  # type: ignore[no-untyped-def, override]
         self.num, self.callback = queue_num, user_callback

@@ -52,12 +52,9 @@ class FakeSocket:
 
 
 def fake_queue(incoming: list[bytes], callback) -> tuple[NfQueue, FakeSocket]:
-    q = NfQueue.__new__(NfQueue)
     sock = FakeSocket(incoming)
-    q.__dict__.update(sock=sock, num=7, callback=callback, stats=dict.fromkeys(("packets", "enobufs", "errors", "batches"), 0),
-                      _buf=bytearray(nfqnl.RECV_BUFFER), _out=[], _out_bytes=0, _plain=[], held=set(),
-                      _res_id=socket.htons(7), _seq=1)
-    q._mv = memoryview(q._buf)
+    q = NfQueue(sock)
+    q.num, q.callback, q._res_id = 7, callback, socket.htons(7)
     return q, sock
 
 
