@@ -28,7 +28,6 @@ from types import ModuleType
 # NFQUEUE adapter.  (The wheel's build hook, hatch_build.py, compiles this
 # list too, through scripts/native.py: there is no second copy of it.)
 NATIVE_MODULES: tuple[str, ...] = (
-    "pyfw.engine.engine",
     "pyfw.engine.host",
     "pyfw.engine.conntrack",
     "pyfw.engine.fastpath",
@@ -94,15 +93,19 @@ class _SourceFirst:
 
 def stale_modules() -> set[str]:
     """The compiled modules of a checkout that do not match their source
-    (every compiled one when the manifest is missing or unreadable)."""
-    compiled = {m for m in NATIVE_MODULES if compiled_file(m) is not None}
-    if not compiled:
-        return set()
+    (every compiled one when the manifest is missing or unreadable), and
+    those of an older build whose module is no longer in NATIVE_MODULES."""
     try:
         built = json.loads((_PACKAGE_DIR / MANIFEST).read_text())["modules"]
+        if not isinstance(built, dict):
+            raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
+        built = None
+    names = set(NATIVE_MODULES) | (set(built) if built else set())
+    compiled = {m for m in names if compiled_file(m) is not None}
+    if not compiled or built is None:
         return compiled
-    return {m for m in compiled if built.get(m) != source_digest(m)}
+    return {m for m in compiled if m not in NATIVE_MODULES or built.get(m) != source_digest(m)}
 
 
 def native_status() -> dict[str, str]:

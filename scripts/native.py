@@ -75,9 +75,10 @@ def shared_libs(where: Path) -> list[Path]:
 
 
 def clean() -> None:
-    for m in _native.NATIVE_MODULES:
-        f = _native.compiled_file(m)
-        if f is not None:
+    """Remove every extension module under pyfw/ (pyfw has no others: a
+    module dropped from NATIVE_MODULES must not keep its old build)."""
+    for f in (ROOT / "pyfw").rglob("*"):
+        if f.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
             f.unlink()
     for p in shared_libs(ROOT):
         p.unlink()
@@ -85,7 +86,12 @@ def clean() -> None:
 
 
 def up_to_date() -> bool:
-    return (all(_native.compiled_file(m) is not None for m in _native.NATIVE_MODULES)
+    try:
+        built = json.loads((ROOT / "pyfw" / _native.MANIFEST).read_text())["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (set(built) == set(_native.NATIVE_MODULES)
+            and all(_native.compiled_file(m) is not None for m in _native.NATIVE_MODULES)
             and not _native.stale_modules() and bool(shared_libs(ROOT)))
 
 

@@ -222,6 +222,10 @@ class FastPath:
         self.hits = 0      # packets replayed from an entry
         self.learnt = 0    # entries made
         self.resumed = 0   # entries left mid-way (the tracker changed something)
+        self.lane_hits = 0       # of `hits`, the TCP lane's (tcp_ack_fast)
+        self.udp_lane_hits = 0   # UDP packets the inline tracker took, and left to the tracker
+        self.udp_lane_misses = 0
+        self.max_entries = MAX_ENTRIES
 
     def clear(self) -> None:
         """Forget every entry (ruleset load, reset, a new connection table)."""
@@ -262,6 +266,7 @@ class FastPath:
                                         (seq + tot_len - hlen) & 0xFFFFFFFF, tot_len, now,
                                         hlen == 40 or (hlen == 52 and frame[54:58] == _TS_ONLY)):
                             self.hits += 1
+                            self.lane_hits += 1
                             for c in ent.counters:
                                 c.packets += 1
                                 c.bytes += tot_len
@@ -312,9 +317,16 @@ class FastPath:
         ctk = e.ct
         # a UDP packet that cannot change its connection: the tracker's
         # work inline; anything else (and every TCP packet here) the tracker
-        if not (ent.udp and not ctk.listeners and _udp_lane(ctk, conn, ip, tot_len, now, ent.direction)):
+        done = False
+        if ent.udp and not ctk.listeners:
+            done = _udp_lane(ctk, conn, ip, tot_len, now, ent.direction)
+            if done:
+                self.udp_lane_hits += 1
+            else:
+                self.udp_lane_misses += 1
+        if not done:
             p = ent.pkt
-            p.data = bytearray(ip)  # (Packet.data is a bytearray: compiled, the type is checked)
+            p.data = ip  # (the trackers only read it; Packet.data is typed Any for this)
             p.tot_len = tot_len
             p.time = now
             if not ent.udp:
@@ -389,13 +401,13 @@ class FastPath:
         if same and len(e.logs) == logs and len(e.nflogs) == nflogs and _counts(e) == counts:
             ent = self._learn(frame, iface, res, steps, conn, direction, proto)
         if ent is not None:
-            if len(flows) >= MAX_ENTRIES:
-                _sweep(flows, now)
+            if len(flows) >= self.max_entries:
+                _sweep(flows, now, self.max_entries)
             flows[key] = ent
             waits.pop(key, None)
             self.learnt += 1
         elif same:
-            if len(waits) >= MAX_ENTRIES:
+            if len(waits) >= self.max_entries:
                 waits.clear()
             waits[key] = _Backoff(FIRST_BACKOFF if back is None else min(MAX_BACKOFF, back.next * 2))
         else:
@@ -557,7 +569,7 @@ class FastPath:
         return bad[end] == bad[start]
 
 
-def _sweep(flows: dict[bytes, Entry], now: float) -> None:
+def _sweep(flows: dict[bytes, Entry], now: float, limit: int) -> None:
     """A full table: drop the entries of connections that are gone or
     changed (a lookup would drop each anyway), and all of them if that
     frees too little."""
@@ -565,7 +577,7 @@ def _sweep(flows: dict[bytes, Entry], now: float) -> None:
              if ent.conn.status != ent.status or ent.conn.timeout_at <= now]
     for k in stale:
         del flows[k]
-    if len(flows) > MAX_ENTRIES // 2:
+    if len(flows) > limit // 2:
         flows.clear()
 
 

@@ -65,7 +65,7 @@ class Packet:
 
     def __init__(self, data: bytearray, indev: str = "", outdev: str = "", time: float = 0.0,
                  eth: bytes | None = None) -> None:
-        self.data = data
+        self.data: Any = data  # bytearray; the fast path's trackers also read bytes
         self.eth = eth
         self.indev = indev
         self.outdev = outdev
@@ -84,7 +84,8 @@ class Packet:
         self.notrack = False
         self.ct_template: Any = None
         self.extra: dict[str, Any] | None = None
-        self.parse()
+        if data:
+            self.parse()
 
     # ------------------------------------------------------------------ parse
     def parse(self) -> None:

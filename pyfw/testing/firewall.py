@@ -292,8 +292,8 @@ class Compiled:
         from pyfw.wire.frag import Defrag
 
         # the same objects: compiled NAT targets hold the Nat, the Nat the table
-        e.ct.__init__(e.host)  # type: ignore[misc]
-        e.nat.__init__(e.ct, e.host)  # type: ignore[misc]
+        e.ct.reinit(e.host)
+        e.nat.reinit(e.ct, e.host)
         e.defrag = Defrag(timeout=e.defrag.timeout)
         e.logs.clear()
         e.nflogs.clear()

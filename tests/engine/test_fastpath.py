@@ -290,9 +290,12 @@ def traffic(rng: random.Random, packets: int) -> list[tuple[float, bytes, str] |
     return out
 
 
-def run(text: str, events: list, fastpath: bool, listen: bool = False) -> tuple:  # type: ignore[type-arg]
+def run(text: str, events: list, fastpath: bool, listen: bool = False,  # type: ignore[type-arg]
+        max_entries: int | None = None) -> tuple:  # type: ignore[type-arg]
     ruleset = load(text)
     eng = Engine(ruleset, parse_host(HOST, "gw.toml"), fastpath=fastpath)
+    if max_entries is not None:
+        eng.fastpath.max_entries = max_entries
     seen = []
     ct_events: list[str] = []
     if listen:  # conntrack -E: UPDATE events come from the tracker's step
@@ -449,17 +452,14 @@ def test_subclasses_that_change_a_replayed_step_get_no_fast_path() -> None:
     assert TapEngine(rs, parse_host(HOST, "gw.toml")).fastpath is None
 
 
-def test_a_full_table_is_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_table_is_swept() -> None:
     """With room for a handful of entries the tables stay small and the
     results the same."""
-    from pyfw.engine import fastpath
-
-    monkeypatch.setattr(fastpath, "MAX_ENTRIES", 6)
     rng = random.Random(4)
     text = ruleset_text(rng)
     events = traffic(rng, 700)
     slow = run(text, events, fastpath=False)
-    fast = run(text, events, fastpath=True)
+    fast = run(text, events, fastpath=True, max_entries=6)
     assert slow[:6] == fast[:6]
     fp = fast[6].fastpath
     assert fp.hits > 0

@@ -89,6 +89,11 @@ class Conntrack:
     a fresh namespace's values)."""
 
     def __init__(self, host: Any = None, sysctls: Mapping[str, Any] | None = None) -> None:
+        self.reinit(host, sysctls)
+
+    def reinit(self, host: Any = None, sysctls: Mapping[str, Any] | None = None) -> None:
+        """A fresh, empty connection table in this same object (compiled
+        rules hold it; re-calling __init__ does nothing on a mypyc class)."""
         if sysctls is not None:
             cfg = CtConfig.from_sysctls(sysctls)
         elif host is not None and hasattr(host, "sysctl_int"):

@@ -156,6 +156,11 @@ class Nat:
     keeps the by-source index and the per-hook logic."""
 
     def __init__(self, index: Any, host: Any = None, seed: int = 0) -> None:
+        self.reinit(index, host, seed)
+
+    def reinit(self, index: Any, host: Any = None, seed: int = 0) -> None:
+        """No bindings, in this same object (compiled NAT targets hold it;
+        re-calling __init__ does nothing on a mypyc class)."""
         self.index = index
         self.host = host
         self.seed = seed
