@@ -28,6 +28,7 @@ from types import ModuleType
 # NFQUEUE adapter.  (The wheel's build hook, hatch_build.py, compiles this
 # list too, through scripts/native.py: there is no second copy of it.)
 NATIVE_MODULES: tuple[str, ...] = (
+    "pyfw.engine.host",
     "pyfw.engine.conntrack",
     "pyfw.engine.fastpath",
     "pyfw.engine.newflow",
