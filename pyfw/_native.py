@@ -31,6 +31,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "pyfw.engine.host",
     "pyfw.engine.conntrack",
     "pyfw.engine.fastpath",
+    "pyfw.engine.result",
     "pyfw.engine.newflow",
     "pyfw.engine.packet",
     "pyfw.engine.tables",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -44,6 +43,7 @@ from pyfw.engine.host import (
 )
 from pyfw.engine.packet import IP_DF, IP_MF, IP_OFFMASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from pyfw.engine.peers import Peers, jiffies, ms_to_jiffies, ratelimited_type
+from pyfw.engine.result import Emitted, Result
 from pyfw.engine.tables import CompiledTable, TraceStep, compile_table, do_table
 from pyfw.ruleset.model import Ruleset
 from pyfw.wire import ipv4
@@ -62,42 +62,6 @@ CT_USERS = frozenset({
     "match:conntrack", "match:state", "match:connmark", "target:CONNMARK", "target:CT",
     "target:NOTRACK", "target:DNAT", "target:SNAT", "target:MASQUERADE", "target:REDIRECT",
 })
-
-
-# (init=False and a written-out __init__: mypyc compiles it, the one
-# dataclasses would generate runs interpreted; same fields, and defaults
-# for all: copy and deepcopy make a compiled one through cls.__new__(cls),
-# which runs it)
-@dataclass(slots=True, init=False)
-class Emitted:
-    iface: str
-    frame: bytes
-
-    def __init__(self, iface: str = "", frame: bytes = b"") -> None:
-        self.iface = iface
-        self.frame = frame
-
-
-@dataclass(slots=True, init=False)
-class Result:
-    """What became of one input frame (slots: one is made per frame)."""
-
-    verdict: str | None
-    path: str
-    out: str | None
-    emitted: list[Emitted]
-    trace: list[TraceStep]
-    reason: str | None  # why a malformed frame was dropped
-
-    def __init__(self, verdict: str | None = None, path: str = "", out: str | None = None,
-                 emitted: list[Emitted] | None = None, trace: list[TraceStep] | None = None,
-                 reason: str | None = None) -> None:
-        self.verdict = verdict
-        self.path = path
-        self.out = out
-        self.emitted = [] if emitted is None else emitted
-        self.trace = [] if trace is None else trace
-        self.reason = reason
 
 
 VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_DROP: "DROP", NF_STOLEN: "STOLEN", NF_QUEUE: "STOLEN"}
@@ -194,6 +158,8 @@ class Engine:
         if fastpath or (fastpath is None and fp.enabled_by_default() and fp.replays(type(self))):
             self.fastpath = fp.FastPath(self)
             self.fastpath.clear()
+            if type(self).receive is Engine.receive:
+                self.receive = self.fastpath.engine_receive  # type: ignore[method-assign]
 
     def reset(self) -> None:
         """A clean state (tests): no connections, fragments, logs, rate state."""
