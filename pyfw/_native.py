@@ -14,7 +14,6 @@ debugging with pdb).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
@@ -64,7 +63,14 @@ def source_path(module: str) -> Path:
     return p / "__init__.py" if p.is_dir() else p.with_suffix(".py")
 
 
+def source_stat(module: str) -> list[int]:
+    st = source_path(module).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def source_digest(module: str) -> str:
+    import hashlib  # (only when a stat changed: `import pyfw` stays cheap)
+
     return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
 
 
@@ -97,8 +103,10 @@ def stale_modules() -> set[str]:
     (every compiled one when the manifest is missing or unreadable), and
     those of an older build whose module is no longer in NATIVE_MODULES."""
     try:
-        built = json.loads((_PACKAGE_DIR / MANIFEST).read_text())["modules"]
-        if not isinstance(built, dict):
+        doc = json.loads((_PACKAGE_DIR / MANIFEST).read_text())
+        built = doc["modules"]
+        stats = doc.get("stats") or {}
+        if not isinstance(built, dict) or not isinstance(stats, dict):
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
         built = None
@@ -106,7 +114,8 @@ def stale_modules() -> set[str]:
     compiled = {m for m in names if compiled_file(m) is not None}
     if not compiled or built is None:
         return compiled
-    return {m for m in compiled if m not in NATIVE_MODULES or built.get(m) != source_digest(m)}
+    return {m for m in compiled if m not in NATIVE_MODULES
+            or (stats.get(m) != source_stat(m) and built.get(m) != source_digest(m))}
 
 
 def native_status() -> dict[str, str]:

@@ -123,8 +123,14 @@ def compile_modules(work: Path) -> tuple[dict[str, str], list[tuple[Path, str]]]
     return digests, out
 
 
-def manifest_text(digests: dict[str, str]) -> str:
-    return json.dumps({"python": sys.implementation.cache_tag, "modules": digests}, indent=1) + "\n"
+def manifest_text(digests: dict[str, str], stats: dict[str, list[int]] | None = None) -> str:
+    """The manifest: each compiled source's SHA-256 and, in a checkout, its
+    size and mtime (pyfw._native trusts an unchanged stat without hashing:
+    `import pyfw` stays cheap for every CLI call)."""
+    doc: dict[str, object] = {"python": sys.implementation.cache_tag, "modules": digests}
+    if stats is not None:
+        doc["stats"] = stats
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def build() -> None:
@@ -133,7 +139,7 @@ def build() -> None:
         clean()
         for src, dest in built:
             shutil.copy2(src, ROOT / dest)
-    (ROOT / "pyfw" / _native.MANIFEST).write_text(manifest_text(digests))
+    (ROOT / "pyfw" / _native.MANIFEST).write_text(manifest_text(digests, {m: _native.source_stat(m) for m in digests}))
     print(f"native: compiled {len(digests)} modules")
 
 
