@@ -93,9 +93,16 @@ def test_demo_runs_every_step_and_cleans_up() -> None:
     assert _root_rules() == rules_before
 
 
+def _default_sigint() -> None:
+    # as in a terminal: a suite started in the background (`cmd &`) has
+    # SIGINT ignored, and a shell cannot trap a signal ignored at its entry
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_cleans_up() -> None:
     p = subprocess.Popen(["bash", str(DEMO)], cwd=ROOT, env=_env(), text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                         preexec_fn=_default_sigint)
     seen: list[str] = []
     try:
         assert p.stdout is not None
