@@ -277,16 +277,29 @@ def decrease_ttl(buf: bytearray | Any, off: int = 0) -> int:
     TTL.  The caller checks TTL <= 1 first (ip_forward's too_many_hops).
     `buf` may also be a pyfw.engine.packet.Packet: its `data` is rewritten
     and its `ttl` field kept in step."""
+    if type(buf) is bytearray:
+        return _decrease_ttl(buf, off)
     if not isinstance(buf, (bytearray, memoryview)):
         pkt = buf
         new_ttl = decrease_ttl(pkt.data, off)
         pkt.ttl = new_ttl
         return new_ttl
-    ttl = buf[off + TTL]
+    hdr = bytearray(buf[off:off + HLEN])  # (a memoryview: the header's copy, written back)
+    new = _decrease_ttl(hdr, 0)
+    buf[off + TTL:off + CHECK + 2] = hdr[TTL:CHECK + 2]
+    return new
+
+
+def _decrease_ttl(buf: bytearray, off: int) -> int:
+    """decrease_ttl on the bytes themselves (typed: compiled, the
+    arithmetic is on machine ints)."""
+    ttl: int = buf[off + TTL]
     new = (ttl - 1) & 0xFF
-    proto = buf[off + PROTO]
+    proto: int = buf[off + PROTO]
     # (update16 written out: every forwarded packet comes here)
-    c = ((buf[off + CHECK] << 8 | buf[off + CHECK + 1]) + (ttl << 8 | proto) - (new << 8 | proto)) % 0xFFFF
+    hi: int = buf[off + CHECK]
+    lo: int = buf[off + CHECK + 1]
+    c = ((hi << 8 | lo) + (ttl << 8 | proto) - (new << 8 | proto)) % 0xFFFF
     buf[off + TTL] = new
     buf[off + CHECK] = c >> 8
     buf[off + CHECK + 1] = c & 0xFF

@@ -385,27 +385,25 @@ class Nat:
     def _sweep(self, current: Conn) -> None:
         """Drop the by-source entries of connections that are gone (the
         table need not tell NAT about every deletion): amortised, the index
-        stays proportional to the live connections.  (_alive written out,
-        with the table's lookup found once: this visits every entry.)"""
-        keep: dict[tuple[int, int, int, int], list[Conn]] = {}
-        fn = getattr(self.index, "lookup", None)
+        stays proportional to the live connections.  Gone is what _alive's
+        status test says (the table's delete marks every connection it
+        unlinks DYING; an unconfirmed one other than `current` was dropped
+        before its confirm); a list with nothing gone stays as it is."""
         want = IPS_CONFIRMED | IPS_DYING
-        for key, lst in self._bysource.items():
-            live = []
+        bysource = self._bysource
+        stale: list[tuple[int, int, int, int]] = []
+        for key, lst in bysource.items():
             for c in lst:
-                if c is current:
-                    live.append(c)
-                elif c.status & want == IPS_CONFIRMED:
-                    if fn is None or c.zone:
-                        live.append(c)
-                    else:
-                        found = fn(c.orig)
-                        if found is not None and found[0] is c:
-                            live.append(c)
+                if c is not current and c.status & want != IPS_CONFIRMED:
+                    stale.append(key)
+                    break
+        for key in stale:
+            live = [c for c in bysource[key] if c is current or c.status & want == IPS_CONFIRMED]
             if live:
-                keep[key] = lst if len(live) == len(lst) else live
-        self._bysource = keep
-        self._sweep_at = max(4096, 2 * len(keep))
+                bysource[key] = live
+            else:
+                del bysource[key]
+        self._sweep_at = max(4096, 2 * len(bysource))
 
     def forget(self, ct: Conn) -> None:
         """nf_nat_cleanup_conntrack: the connection is gone (the table calls
