@@ -51,6 +51,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "pyfw.cli.simloop",
     "pyfw.daemon.nfqnl",
     "pyfw.daemon.nfqueue",
+    "pyfw.ruleset.counters",
     "pyfw.ext.match_addrtype",
     "pyfw.ext.match_comment",
     "pyfw.ext.match_connmark",
@@ -157,15 +158,20 @@ def native_status() -> dict[str, str]:
 
 
 def install_guard() -> None:
-    """Called once by pyfw/__init__: route stale (or, with PYFW_NATIVE=0,
-    all) compiled modules to their source."""
+    """Called once by pyfw/__init__: route every compiled module to its
+    source when one of them is stale, or with PYFW_NATIVE=0."""
     if os.environ.get("PYFW_NATIVE", "1") in ("0", "off", "no", "false"):
         forced = {m for m in NATIVE_MODULES if compiled_file(m) is not None}
     else:
-        forced = stale_modules()
-        if forced:
-            print(f"pyfw: the compiled build of {len(forced)} module(s) is older than the source "
-                  f"({', '.join(sorted(forced))}); running those from source "
+        stale = stale_modules()
+        forced = set()
+        if stale:
+            # all of it: compiled modules use each other's classes natively
+            # (a compiled caller of a class now defined in Python would
+            # misread it), so a build is used whole or not at all
+            forced = stale | {m for m in NATIVE_MODULES if compiled_file(m) is not None}
+            print(f"pyfw: the compiled build of {len(stale)} module(s) is older than the source "
+                  f"({', '.join(sorted(stale))}); running all of pyfw from source "
                   "(rebuild: python scripts/native.py)", file=sys.stderr)
     if forced:
         sys.meta_path.insert(0, _SourceFirst(forced))

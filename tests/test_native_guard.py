@@ -37,6 +37,9 @@ def _stand_in() -> Path:
     return Path(found[0])
 
 
+OTHER = "pyfw.wire.frag"
+
+
 @pytest.fixture
 def pkg(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "pyfw", tmp_path / "pyfw", ignore=shutil.ignore_patterns(
@@ -45,11 +48,15 @@ def pkg(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _manifest(pkg: Path, digest: str | None) -> None:
-    src = (pkg / "pyfw" / "wire" / "checksum.py").read_bytes()
-    d = hashlib.sha256(src).hexdigest() if digest is None else digest
+def _digest(pkg: Path, module: str) -> str:
+    return hashlib.sha256((pkg / (module.replace(".", "/") + ".py")).read_bytes()).hexdigest()
+
+
+def _manifest(pkg: Path, digest: str | None, others: tuple[str, ...] = ()) -> None:
+    modules = {MODULE: _digest(pkg, MODULE) if digest is None else digest}
+    modules.update({m: _digest(pkg, m) for m in others})
     (pkg / "pyfw" / _native.MANIFEST).write_text(json.dumps({"python": sys.implementation.cache_tag,
-                                                            "modules": {MODULE: d}}))
+                                                            "modules": modules}))
 
 
 def _import(pkg: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -71,6 +78,20 @@ def test_stale_digest_imports_the_source(pkg: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == str(pkg / "pyfw" / "wire" / "checksum.py")
     assert "older than the source" in p.stderr and MODULE in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_one_stale_module_sends_the_whole_build_to_the_source(pkg: Path) -> None:
+    """An up-to-date compiled module beside a stale one is not used either
+    (compiled modules call each other's classes natively)."""
+    shutil.copy(_stand_in(), pkg / "pyfw" / "wire" / f"frag{EXT}")
+    _manifest(pkg, "0" * 64, others=(OTHER,))
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "PYFW_NATIVE"))}
+    e.update(PYTHONPATH=str(pkg))
+    p = subprocess.run([sys.executable, "-c", f"import pyfw, {OTHER} as m; print(m.__file__)"],
+                       capture_output=True, text=True, env=e, cwd=pkg)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(pkg / "pyfw" / "wire" / "frag.py")
+    assert "running all of pyfw from source" in p.stderr and OTHER not in p.stderr
 
 
 def test_missing_manifest_imports_the_source(pkg: Path) -> None:

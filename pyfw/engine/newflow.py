@@ -255,6 +255,7 @@ class NewFlow:
         # ip_forward: the TTL (more than 1: the frame's, DNAT keeps it), then FORWARD (filter only here)
         pkt.ttl = decrease_ttl(pkt.data)
         pkt.outdev = dev
+        pkt.nexthop = rr.next_hop  # (nothing on this path routes it again: MASQUERADE's next hop)
         c = self.mangle_fwd
         if c is not None:
             pkt.hook = "FORWARD"

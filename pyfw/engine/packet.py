@@ -53,6 +53,9 @@ _PACKET_SLOTS: tuple[str, ...] = (
     # layer 4 (valid when `l4ok`; ports 0 for non-TCP/UDP)
     "l4", "l4ok", "sport", "dport", "tcp_flags", "tcp_seq", "tcp_ack", "tcp_win",
     "tcp_doff", "icmp_type", "icmp_code", "icmp_id",
+    # the routing decision's next hop (rt_nexthop of skb_dst) where the
+    # path that made it knows it is still the packet's; 0: not known
+    "nexthop",
     # engine scratch (per-packet annotations)
     "extra",
 )
@@ -63,27 +66,54 @@ class Packet:
 
     __slots__ = _PACKET_SLOTS
 
+    # The header fields' types, declared: compiled, a field of a known type
+    # is a machine int (or a str) to every reader, not an object whose
+    # every `&` and `==` is a generic call.  (The rest are set in __init__.)
+    ihl: int
+    tos: int
+    tot_len: int
+    ip_id: int
+    frag_off: int
+    ttl: int
+    proto: int
+    src: int
+    dst: int
+    options: bytes
+    l4: int
+    l4ok: bool
+    sport: int
+    dport: int
+    tcp_flags: int
+    tcp_seq: int
+    tcp_ack: int
+    tcp_win: int
+    tcp_doff: int
+    icmp_type: int
+    icmp_code: int
+    icmp_id: int
+
     def __init__(self, data: bytearray, indev: str = "", outdev: str = "", time: float = 0.0,
                  eth: bytes | None = None) -> None:
         self.data: Any = data  # bytearray; the fast path's trackers also read bytes
         self.eth = eth
-        self.indev = indev
-        self.outdev = outdev
-        self.hook = ""
+        self.indev: str = indev
+        self.outdev: str = outdev
+        self.hook: str = ""
         self.time = time
-        self.pkttype = PACKET_HOST
-        self.local = False
+        self.pkttype: int = PACKET_HOST
+        self.local: bool = False
         self.uid: int | None = None
         self.gid: int | None = None
-        self.mark = 0
-        self.priority = 0
-        self.trace = False
+        self.mark: int = 0
+        self.priority: int = 0
+        self.trace: bool = False
         self.ct: Any = None
-        self.ctinfo = IP_CT_NONE
-        self.ctdir = 0
-        self.notrack = False
+        self.ctinfo: int = IP_CT_NONE
+        self.ctdir: int = 0
+        self.notrack: bool = False
         self.ct_template: Any = None
         self.extra: dict[str, Any] | None = None
+        self.nexthop: int = 0
         if data:
             self.parse()
 

@@ -69,7 +69,7 @@ class _Bucket:
     """Rules sharing a protocol/port key, sub-indexed by the address prefix
     they pin (source first, else destination)."""
 
-    __slots__ = ("src", "dst", "any", "src_levels", "dst_levels")
+    __slots__ = ("src", "dst", "any", "src_levels", "dst_levels", "src_octets", "dst_octets")
 
     def __init__(self) -> None:
         self.src: dict[int, dict[int, list[int]]] = {}
@@ -78,6 +78,22 @@ class _Bucket:
         # (mask, prefix -> positions) per prefix length, filled in when built
         self.src_levels: tuple[tuple[int, dict[int, list[int]]], ...] = ()
         self.dst_levels: tuple[tuple[int, dict[int, list[int]]], ...] = ()
+        # the root of a trie, as a filter before the per-length lookups:
+        # byte k is 1 when some prefix there covers addresses k.x.x.x
+        self.src_octets = bytes(256)
+        self.dst_octets = bytes(256)
+
+
+def _octets(by_len: dict[int, dict[int, list[int]]]) -> bytes:
+    """The first octets the prefixes of `by_len` cover (a prefix shorter
+    than 8 bits covers several)."""
+    out = bytearray(256)
+    for plen, nets in by_len.items():
+        span = 1 << (8 - plen) if plen < 8 else 1
+        for net in nets:
+            first = net >> 24
+            out[first:first + span] = b"\x01" * span
+    return bytes(out)
 
 
 class ChainIndex:
@@ -111,12 +127,20 @@ class ChainIndex:
         for b in buckets.values():
             b.src_levels = tuple((_MASKS[plen], tbl) for plen, tbl in b.src.items())
             b.dst_levels = tuple((_MASKS[plen], tbl) for plen, tbl in b.dst.items())
+            b.src_octets = _octets(b.src)
+            b.dst_octets = _octets(b.dst)
         self.rules = rules
         self.buckets = buckets
         self.by_proto = {k[0] for k in buckets if k[0] is not None}
         # the buckets every packet (of a protocol) looks at, found once
         self.no_key = buckets.get((None, None))
         self.proto_only = {p: buckets.get((p, None)) for p in self.by_proto}
+        # per protocol, its port buckets by the port alone (an int key: no
+        # tuple to make and hash per packet)
+        self.by_port: dict[int, dict[int, _Bucket]] = {p: {} for p in self.by_proto}
+        for (p, port), b in buckets.items():
+            if p is not None and port is not None:
+                self.by_port[p][port] = b
 
     def candidates(self, pkt: Packet) -> list[CompiledRule]:
         proto = pkt.proto
@@ -124,26 +148,31 @@ class ChainIndex:
         b = self.no_key
         if b is not None:
             found.append(b)
-        if proto in self.by_proto:
+        ports = self.by_port.get(proto)
+        if ports is not None:
             b = self.proto_only[proto]
             if b is not None:
                 found.append(b)
-            b = self.buckets.get((proto, pkt.dport))
+            b = ports.get(pkt.dport)
             if b is not None:
                 found.append(b)
         hits: list[int] = []
         src, dst = pkt.src, pkt.dst
         for b in found:
-            for mask, tbl in b.src_levels:
-                got = tbl.get(src & mask)
-                if got:
-                    hits.extend(got)
-            for mask, tbl in b.dst_levels:
-                got = tbl.get(dst & mask)
-                if got:
-                    hits.extend(got)
+            if b.src_octets[src >> 24]:
+                for mask, tbl in b.src_levels:
+                    got = tbl.get(src & mask)
+                    if got:
+                        hits.extend(got)
+            if b.dst_octets[dst >> 24]:
+                for mask, tbl in b.dst_levels:
+                    got = tbl.get(dst & mask)
+                    if got:
+                        hits.extend(got)
             if b.any:
                 hits.extend(b.any)
+        if not hits:
+            return []
         hits.sort()
         rules = self.rules
         return [rules[k] for k in hits]

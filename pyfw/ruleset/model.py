@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyfw.ext.base import HOOKS, RuleIp
+from pyfw.ruleset.counters import Counters
 
 # The built-in chains of each table, in hook order (what -L and save print).
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
@@ -29,16 +30,6 @@ VERDICTS = ("ACCEPT", "DROP", "QUEUE", "RETURN")
 # ipt_ip.flags
 F_FRAG = 0x01
 F_GOTO = 0x02
-
-
-@dataclass(slots=True)  # (slots: the chain walks count in them)
-class Counters:
-    packets: int = 0
-    bytes: int = 0
-
-    def zero(self) -> None:
-        self.packets = 0
-        self.bytes = 0
 
 
 @dataclass

@@ -88,3 +88,37 @@ def test_index_walk_equals_linear_walk() -> None:
     assert ca == cb
     assert sum(p for p, _ in ca) > 100  # the packets did hit rules
     _ = CompiledChain
+
+
+def test_index_short_prefixes_cover_their_first_octets() -> None:
+    """Prefixes shorter than 8 bits span several first octets (the index's
+    root filter): the walk still equals a plain scan."""
+    rng = random.Random(11)
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    nets = []
+    for _ in range(120):
+        plen = rng.choice((1, 2, 3, 5, 7, 8, 9, 16, 24, 32))
+        net = rng.randrange(1 << 32) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
+        nets.append(net)
+        side = rng.choice(("-s", "-d"))
+        port = f" -p tcp --dport {rng.choice((22, 80, 443))}" if rng.random() < 0.3 else ""
+        lines.append(f"-A FORWARD {side} {net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}/{plen}{port} -j RETURN")
+    lines.append("COMMIT")
+    text = "\n".join(lines) + "\n"
+    rs_a = restore(Ruleset(), text, RestoreOptions()).ruleset
+    rs_b = restore(Ruleset(), text, RestoreOptions()).ruleset
+    ta = compile_table(rs_a.tables["filter"], Env())  # type: ignore[arg-type]
+    tb = compile_table(rs_b.tables["filter"], Env())  # type: ignore[arg-type]
+    assert ta.chains["FORWARD"].index is not None
+    tb.chains["FORWARD"].index = None
+    addrs = [n | rng.randrange(256) for n in nets]
+    for _ in range(3000):
+        p = packet(rng, addrs, [22, 80, 443])
+        tr_a: list = []
+        tr_b: list = []
+        assert do_table(ta, "FORWARD", p.copy(), tr_a) == do_table(tb, "FORWARD", p.copy(), tr_b)
+        assert [s.label() for s in tr_a] == [s.label() for s in tr_b]
+    ca = [(r.counters.packets, r.counters.bytes) for r in rs_a.tables["filter"].chains["FORWARD"].rules]
+    cb = [(r.counters.packets, r.counters.bytes) for r in rs_b.tables["filter"].chains["FORWARD"].rules]
+    assert ca == cb
+    assert sum(p for p, _ in ca) > 100

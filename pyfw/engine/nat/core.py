@@ -428,7 +428,7 @@ class Nat:
         if ct.orig.src == 0:
             return NF_ACCEPT  # 0.0.0.0: a local packet not meant to be masqueraded
         host = self.host
-        nh = addr.nexthop(host, pkt.dst)
+        nh = pkt.nexthop or addr.nexthop(host, pkt.dst)
         outdev = pkt.outdev
         newsrc = self._masq_addr.get((outdev, nh))
         if newsrc is None:

@@ -221,7 +221,7 @@ def ipv4_manip(d: bytearray, ip_off: int, end: int, target: Tuple, manip: int,
         aoff, new = ip_off + 12, target.src
     else:
         aoff, new = ip_off + 16, target.dst
-    old = _BE32.unpack_from(d, aoff)[0]
+    old: int = _BE32.unpack_from(d, aoff)[0]
     if l4:
         if target.proto == IPPROTO_TCP and hdroff + 20 <= end:
             # _tcp with a whole header, inline
