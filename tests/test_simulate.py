@@ -13,38 +13,13 @@ scapy = pytest.importorskip("scapy.all")
 from scapy.all import ICMP, IP, TCP, UDP, Ether  # noqa: E402
 from scapy.utils import PcapNgWriter, wrpcap  # noqa: E402
 
+from tests.hosts import gateway_host, neighbor  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PYFW = Path(sys.executable).parent / "pyfw"
 
-HOST = """
-[host]
-name = "gw"
-[[interface]]
-name = "eth0"
-mac = "02:00:00:00:00:01"
-addresses = ["192.168.1.1/24"]
-[[interface]]
-name = "eth1"
-mac = "02:00:00:00:00:02"
-addresses = ["203.0.113.1/24"]
-[[route]]
-to = "default"
-via = "203.0.113.254"
-dev = "eth1"
-[[neighbor]]
-ip = "203.0.113.254"
-mac = "02:00:00:00:00:fe"
-dev = "eth1"
-[[neighbor]]
-ip = "192.168.1.10"
-mac = "02:00:00:00:00:10"
-dev = "eth0"
-[[service]]
-proto = "tcp"
-port = 22
-[sysctl]
-"net.ipv4.ip_forward" = 1
-"""
+HOST = gateway_host(neighbor("192.168.1.10", "02:00:00:00:00:10", "eth0")
+                    + '[[service]]\nproto = "tcp"\nport = 22\n')
 
 LAN = "02:00:00:00:00:01"
 WAN = "02:00:00:00:00:02"

@@ -8,7 +8,6 @@ import importlib.machinery
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import venv
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pyfw import _native
+from tests.hosts import LAN_MAC, gateway_host
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,64 +27,18 @@ pytestmark = [
 ]
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
-    a, b = bytes(map(int, src.split("."))), bytes(map(int, dst.split(".")))
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0, a, b)
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
-    if proto == 6:  # the TCP checksum over the pseudo-header
-        pseudo = a + b + struct.pack("!BBH", 0, 6, len(payload))
-        c = _csum(pseudo + payload)
-        payload = payload[:16] + struct.pack("!H", c) + payload[18:]
-    return hdr + payload
-
-
-def _frame(ip: bytes) -> bytes:
-    return bytes.fromhex("020000000001" "020000000005" "0800") + ip
-
-
 def write_pcap(path: Path) -> None:
     """A LAN host's TCP SYN to the Internet and its ping of the gateway."""
-    syn = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
-    icmp = struct.pack("!BBHHH", 8, 0, 0, 7, 1) + b"ping"
-    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
-    frames = [_frame(_ipv4("192.168.1.5", "8.8.8.8", 6, syn)), _frame(_ipv4("192.168.1.5", "192.168.1.1", 1, icmp))]
-    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    for i, f in enumerate(frames):
-        out += struct.pack("<IIII", 1000 + i, 0, len(f), len(f)) + f
-    path.write_bytes(out)
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    eth = Ether(src="02:00:00:00:00:05", dst=LAN_MAC)
+    wrpcap(str(path), [eth / IP(src="192.168.1.5", dst="8.8.8.8") / TCP(sport=40000, dport=80, flags="S"),
+                       eth / IP(src="192.168.1.5", dst="192.168.1.1") / ICMP(id=7, seq=1) / b"ping"])
 
 
-HOST = """
-[host]
-name = "gw"
-[[interface]]
-name = "eth0"
-mac = "02:00:00:00:00:01"
-addresses = ["192.168.1.1/24"]
-[[interface]]
-name = "eth1"
-mac = "02:00:00:00:00:02"
-addresses = ["203.0.113.1/24"]
-[[route]]
-to = "default"
-via = "203.0.113.254"
-dev = "eth1"
-[[neighbor]]
-ip = "203.0.113.254"
-mac = "02:00:00:00:00:fe"
-dev = "eth1"
-[sysctl]
-"net.ipv4.ip_forward" = 1
-"""
+HOST = gateway_host()
 
 
 def _clean_env() -> dict[str, str]:

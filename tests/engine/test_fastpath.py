@@ -28,34 +28,10 @@ from pyfw.ruleset.format import save_table
 from pyfw.ruleset.model import Ruleset
 from pyfw.ruleset.restore import RestoreOptions, restore
 from pyfw.wire.checksum import checksum, l4_checksum
+from tests.hosts import gateway_host, neighbor
 
-HOST = """
-[host]
-name = "gw"
-[[interface]]
-name = "eth0"
-mac = "02:00:00:00:00:01"
-addresses = ["192.168.1.1/24"]
-[[interface]]
-name = "eth1"
-mac = "02:00:00:00:00:02"
-addresses = ["203.0.113.1/24"]
-[[route]]
-to = "default"
-via = "203.0.113.254"
-dev = "eth1"
-[[neighbor]]
-ip = "203.0.113.254"
-mac = "02:00:00:00:00:fe"
-dev = "eth1"
-[[neighbor]]
-ip = "192.168.1.50"
-mac = "02:00:00:00:00:50"
-dev = "eth0"
-[sysctl]
-"net.ipv4.ip_forward" = 1
-"net.netfilter.nf_conntrack_tcp_be_liberal" = 0
-"""
+HOST = gateway_host(neighbor("192.168.1.50", "02:00:00:00:00:50", "eth0"),
+                    sysctl={"net.netfilter.nf_conntrack_tcp_be_liberal": 0})
 
 MAC = {"eth0": bytes.fromhex("020000000001"), "eth1": bytes.fromhex("020000000002")}
 LAN_NET = 0xC0A80100
