@@ -41,6 +41,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "pyfw.engine.conntrack.icmp",
     "pyfw.engine.conntrack.generic",
     "pyfw.engine.conntrack.table",
+    "pyfw.engine.conntrack.timeouts",
     "pyfw.engine.nat.core",
     "pyfw.engine.nat.manip",
     "pyfw.engine.nat.addr",

@@ -266,6 +266,17 @@ class FastPath:
             flows = self.flows.get(iface)
             ent = flows.get(frame[26:38] + frame[46:48]) if flows is not None else None
             if ent is not None and ent.lane and e.ct.table is self._ct_table:
+                # (declared: compiled, the fields are machine ints from here on)
+                eth: int
+                vihl: int
+                tot_len: int
+                frag: int
+                ttl: int
+                ck: int
+                seq: int
+                ack: int
+                win: int
+                l4: int
                 eth, vihl, tot_len, frag, ttl, _proto, ck, seq, ack, win, l4 = _LANE.unpack_from(frame, 12)
                 if (eth == 0x0800 and vihl == 0x45 and not frame[0] & 1 and (not frag or frag == 0x4000) and ttl > 1
                         and ent.hlen <= tot_len <= ent.mtu and len(frame) - 14 >= tot_len):

@@ -181,10 +181,9 @@ class NewFlow:
         tracker's own steps; anything else is in_hook's."""
         ctk = self.engine.ct
         now = pkt.time
-        d = pkt.data
-        ihl = pkt.ihl
         proto = pkt.proto
-        t = new_tuple(Tuple, (pkt.src, pkt.dst, proto, d[ihl] << 8 | d[ihl + 1], d[ihl + 2] << 8 | d[ihl + 3]))
+        # (the ports as Packet.parse read them: this packet was parsed just now)
+        t = new_tuple(Tuple, (pkt.src, pkt.dst, proto, pkt.sport, pkt.dport))
         if ctk.table.find(t, 0, ZONE_DIR_BOTH, now) is not None:
             return ctk.in_hook(pkt)  # (it finds the same entry again)
         ctk.now = now
