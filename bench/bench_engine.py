@@ -287,11 +287,13 @@ def main() -> None:
             sys.stdout.flush()
             subprocess.run([sys.executable, __file__, "--only", part, *args], check=True)
         return
+    if a.only == "simulate":
+        print(f"median of {max(1, a.runs // 2)} runs")
+        simulate_rate(a.sim_frames, max(1, a.runs // 2))
+        return
     print(f"median of {a.runs} runs, {a.est_packets if a.only == 'established' else a.packets} packets each"
           " (CPU time of the process)")
-    if a.only == "simulate":
-        simulate_rate(a.sim_frames, max(1, a.runs // 2))
-    elif a.only == "new-flows":
+    if a.only == "new-flows":
         new_flows(a)
     else:
         # the fast path against the slow path in one run, alternating
