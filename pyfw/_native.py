@@ -32,6 +32,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "pyfw.engine.fastpath",
     "pyfw.engine.result",
     "pyfw.engine.newflow",
+    "pyfw.engine.engine",
     "pyfw.engine.packet",
     "pyfw.engine.tables",
     "pyfw.engine.jhash",

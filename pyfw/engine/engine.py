@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -40,6 +40,8 @@ from pyfw.engine.host import (
     RTN_MULTICAST,
     RTN_UNICAST,
     RTN_UNSPEC,
+    Host,
+    RouteResult,
 )
 from pyfw.engine.packet import IP_DF, IP_MF, IP_OFFMASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from pyfw.engine.peers import Peers, jiffies, ms_to_jiffies, ratelimited_type
@@ -49,6 +51,10 @@ from pyfw.ruleset.model import Ruleset
 from pyfw.wire import ipv4
 from pyfw.wire.frag import exceeds_mtu, fragment, needs_fragment
 from pyfw.wire.ipv4 import decrease_ttl
+
+if TYPE_CHECKING:
+    from pyfw.engine.fastpath import FastPath
+    from pyfw.engine.newflow import NewFlow
 
 ETH_P_IP: Final = 0x0800
 _NAT_HOOKS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
@@ -114,9 +120,14 @@ class EngineEnv:
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Engine:
-    """One simulated host: its tables, connection table and NAT."""
+    """One simulated host: its tables, connection table and NAT.
 
-    def __init__(self, ruleset: Ruleset, host: Any, fastpath: bool | None = None,
+    Compiled (pyfw._native), with interpreted subclasses (the daemon's
+    LiveEngine, the TAP gateway's TapEngine): an Engine has no __dict__
+    (only the attributes its methods assign), and the annotations hold at
+    run time (`host` is a pyfw.engine.host.Host)."""
+
+    def __init__(self, ruleset: Ruleset, host: Host, fastpath: bool | None = None,
                  newflow: bool | None = None) -> None:
         """`fastpath`: replay established flows from a cache of their walks
         (pyfw.engine.fastpath); None: on unless PYFW_FASTPATH=0 or a
@@ -144,22 +155,22 @@ class Engine:
         self.defrag = Defrag(timeout=float(timeout)) if timeout else Defrag()
         self._last_gc = 0.0
         self.rejected_last = False
-        self.fastpath: Any = None
+        self.fastpath: FastPath | None = None
         self._ct_step: Callable[[Packet], int] | None = None
-        self.newflow: Any = None
+        self.newflow: NewFlow | None = None
         self.load(ruleset)
         from pyfw.engine import newflow as nf
 
         if newflow or (newflow is None and nf.enabled_by_default() and nf.replaces(type(self))):
-            self.newflow = nf.NewFlow(self)
-            self.newflow.prepare()
+            straight = nf.NewFlow(self)
+            straight.prepare()
+            self.newflow = straight
         from pyfw.engine import fastpath as fp
 
         if fastpath or (fastpath is None and fp.enabled_by_default() and fp.replays(type(self))):
-            self.fastpath = fp.FastPath(self)
-            self.fastpath.clear()
-            if type(self).receive is Engine.receive:
-                self.receive = self.fastpath.engine_receive  # type: ignore[method-assign]
+            cache = fp.FastPath(self)
+            cache.clear()
+            self.fastpath = cache
 
     def reset(self) -> None:
         """A clean state (tests): no connections, fragments, logs, rate state."""
@@ -194,7 +205,7 @@ class Engine:
             hook: self._nat_walk(hook) for hook in _NAT_HOOKS}
         # Routing answers depend only on the host's configuration, which the
         # engine never changes: remember them (cleared with every load).
-        self._input_routes: dict[tuple[int, int, str, int], Any] = {}
+        self._input_routes: dict[tuple[int, int, str, int], RouteResult] = {}
         self._l2_heads: dict[tuple[Any, ...], bytes] = {}  # (dev, next hop[, dst])
         if self.fastpath is not None:
             self.fastpath.clear()  # its entries are walks of the old tables
@@ -204,7 +215,7 @@ class Engine:
     def _nat_walk(self, hook: str) -> Callable[[Packet], int]:
         return lambda p: self._table("nat", hook, p, None)
 
-    def _input_route(self, src: int, dst: int, iif: str, proto: int) -> Any:
+    def _input_route(self, src: int, dst: int, iif: str, proto: int) -> RouteResult:
         key = (src, dst, iif, proto)
         rr = self._input_routes.get(key)
         if rr is None:
@@ -241,10 +252,15 @@ class Engine:
 
     def receive(self, frame: bytes, iface: str, now: float, trace: bool = False) -> Result:
         """A frame arriving on `iface`."""
-        self._tick(now)
+        if now - self._last_gc >= 1.0 or now < self._last_gc or self.defrag.queues:
+            self._tick(now)
+        else:  # (what _tick does when no timer is due)
+            self.now = now
+            self.rejected = False
         try:
-            if self.fastpath is not None and not trace:
-                return self.fastpath.receive(frame, iface, now)  # type: ignore[no-any-return]
+            fp = self.fastpath
+            if fp is not None and not trace:
+                return fp.receive(frame, iface, now)
             return self._receive(frame, iface, now, trace)
         except Exception as exc:  # never out of the packet loop
             self._count("engine_error")
@@ -312,7 +328,7 @@ class Engine:
             # (a frame of receive_vouched carries annotations the straight line would not put on it)
             got = self.newflow.receive(frame, iface, now)
             if got is not None:
-                return got  # type: ignore[no-any-return]
+                return got
         if len(frame) < 14:
             self._count("malformed:short-ethernet")
             return Result(None, "malformed", reason="short-ethernet")
@@ -355,10 +371,11 @@ class Engine:
         if self._rx is not None:
             pkt.extra = {**(pkt.extra or {}), **self._rx}
         if self.tracking and (pkt.frag_off & (IP_MF | IP_OFFMASK)):
-            pkt = self._reassemble(pkt)  # type: ignore[assignment]
-            if pkt is None:
+            whole = self._reassemble(pkt)
+            if whole is None:
                 res.path = "prerouting"
                 return NF_STOLEN
+            pkt = whole
         v = self._prerouting_hooks(pkt, tr)
         if v != NF_ACCEPT:
             return v

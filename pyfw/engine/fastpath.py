@@ -235,25 +235,6 @@ class FastPath:
         self._ct_table = self.engine.ct.table
 
     # ------------------------------------------------------------ per packet
-    def engine_receive(self, frame: bytes, iface: str, now: float, trace: bool = False) -> Result:
-        """Engine.receive, bound in its place on an engine whose class does
-        not override it: the same steps (the clock's timers, this fast
-        path, no exception out) without the interpreted call in between
-        (compiled, that call is a good part of a replayed packet's cost)."""
-        e = self.engine
-        if trace or e.fastpath is not self:
-            return Engine.receive(e, frame, iface, now, trace)
-        if now - e._last_gc >= 1.0 or now < e._last_gc or e.defrag.queues:
-            e._tick(now)
-        else:
-            e.now = now
-            e.rejected = False
-        try:
-            return self.receive(frame, iface, now)
-        except Exception as exc:  # never out of the packet loop
-            e._count("engine_error")
-            return Result(None, "malformed", reason=f"internal: {type(exc).__name__}: {exc}")
-
     def receive(self, frame: bytes, iface: str, now: float) -> Result:
         """Engine.receive for one frame: from its entry if it has one, else
         the slow path (learning an entry when the walk allows)."""

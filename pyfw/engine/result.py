@@ -1,6 +1,7 @@
 """What the engine returns for one frame: its verdict and path, the frames
-it sends (`Emitted`), the rule trace.  One is made per frame, so they sit in
-a module of their own that the native build compiles (engine.py is not)."""
+it sends (`Emitted`), the rule trace.  One is made per frame (by the
+engine, its fast path and its new-flow path), in this compiled module of
+their own."""
 
 from __future__ import annotations
 
