@@ -83,3 +83,8 @@ else
   echo "setup: no C compiler, Python headers or mypy: pyfw runs from source, about half as fast" \
        "(for the compiled build: apt-get install gcc python3-dev, then .venv/bin/python scripts/native.py)" >&2
 fi
+
+# The bytecode of the modules that stay interpreted, written now as a wheel's
+# install writes it: a CLI call then does not compile them again each time
+# (it would, under PYTHONDONTWRITEBYTECODE=1).
+.venv/bin/python -m compileall -q pyfw >/dev/null || true
